@@ -1,0 +1,1 @@
+"""saolctl.localization."""
