@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 
 from saolctl import __version__
-from saolctl.cli import backbones
+from saolctl.cli import backbones, compare, localize, train
+from saolctl.cli import eval as eval_cmd
 
 app = typer.Typer(
     name="saolctl",
@@ -34,7 +35,8 @@ def main_options(
     ctx.obj = {"debug": debug}
 
 
-backbones.register(app)
+for module in (train, eval_cmd, localize, compare, backbones):
+    module.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,62 @@
+"""`saolctl compare`: every method under one protocol on the same images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from saolctl.cli.errors import is_debug, user_errors
+from saolctl.cli.options import parse_model_options
+from saolctl.cli.progress import RichReporter
+from saolctl.engine.compare_run import CompareSettings, run_compare
+from saolctl.report.tables import rich_table
+
+
+def _parse_ckpts(pairs: list[str] | None) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--ckpt expects METHOD=PATH, got {pair!r}")
+        method, path = pair.split("=", 1)
+        out[method.strip()] = Path(path)
+    return out
+
+
+def compare_command(
+    ctx: typer.Context,
+    methods: str = typer.Option("cam,abn,saol", "--methods", help="Comma-separated methods to compare."),
+    ckpt: Optional[List[str]] = typer.Option(None, "--ckpt", help="METHOD=PATH of a trained checkpoint (repeatable); missing methods are trained."),
+    data: str = typer.Option("digits", "--data", "-d", help="'digits' (embedded default) or a dataset folder."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for methods trained here (default: recipe)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone for methods trained here (default: recipe)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
+    thresholds_step: float = typer.Option(0.001, "--thresholds-step", help="Step of the CAM thresholds."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Model option KEY=VALUE for methods trained here."),
+    out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Output folder."),
+) -> None:
+    """Compare CAM, ABN and SAOL: table, curves, map grid and report.md."""
+    with user_errors(is_debug(ctx)):
+        if epochs is not None and epochs < 1:
+            raise ValueError(f"--epochs must be at least 1, got {epochs}")
+        settings = CompareSettings(
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()), ckpts=_parse_ckpts(ckpt),
+            data=data, out=out, seed=seed, epochs=epochs, backbone=backbone, device=device, workers=workers,
+            threshold_step=thresholds_step, model_options=parse_model_options(option),
+        )
+        console = Console()
+        result = run_compare(settings, reporter_for=lambda m: RichReporter(console, label=m),
+                             on_stage=lambda text: console.print(f"[bold]{text}[/bold]"))
+        shown = [c for c in ["method", "map", "top1", "max_box_acc", "max_box_acc_v2", "box_acc_iou30",
+                             "box_acc_iou50", "box_acc_iou70", "gt_known_loc", "top1_loc", "pxap"] if c in result.table]
+        console.print(rich_table(result.table[shown], f"compare — {data} (test split; percent)"))
+        console.print(f"wrote {', '.join(str(p) for p in result.files.values())}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("compare")(compare_command)

@@ -1,0 +1,43 @@
+"""`saolctl localize`: where the model looks — overlays and boxes for images or a dataset split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from saolctl.cli.errors import is_debug, user_errors
+from saolctl.engine.localize_run import LocalizeSettings, run_localize
+from saolctl.report.tables import rich_table
+
+
+def localize_command(
+    ctx: typer.Context,
+    images: Optional[List[Path]] = typer.Argument(None, help="Image files or folders (default: a few images of the checkpoint's evaluation split)."),
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Map threshold in [0, 1) (default: the checkpoint's best validation threshold)."),
+    target: str = typer.Option("pred", "--target", help="'pred' or a class name / index whose map is drawn."),
+    map_kind: Optional[str] = typer.Option(None, "--map", help="Map kind (default: the method's default)."),
+    num: int = typer.Option(8, "--num", help="How many split images to take when no images are given."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    out: Path = typer.Option(Path("runs/localize"), "--out", "-o", help="Output folder."),
+) -> None:
+    """Draw each image's map, predicted box and class; write predictions.csv/json with boxes in image pixels."""
+    with user_errors(is_debug(ctx)):
+        if threshold is not None and not 0.0 <= threshold < 1.0:
+            raise ValueError(f"--threshold must be in [0, 1), got {threshold}")
+        if num < 1:
+            raise ValueError(f"--num must be at least 1, got {num}")
+        settings = LocalizeSettings(ckpt=ckpt, inputs=tuple(images or ()), threshold=threshold, target=target,
+                                    map_kind=map_kind, num_samples=num, device=device)
+        df = run_localize(settings, out)
+        cols = [c for c in ["image", "predicted_class", "score", "true_class", "x0", "y0", "x1", "y1"] if c in df]
+        Console().print(rich_table(df[cols], f"localize — threshold {df['threshold'].iloc[0]:.3f}, map {df['map'].iloc[0]}"))
+        Console().print(f"wrote {out}/predictions.csv, predictions.json and {len(df)} overlays in {out}/overlays/")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("localize")(localize_command)

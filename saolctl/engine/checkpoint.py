@@ -1,0 +1,123 @@
+"""Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only only."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+import saolctl
+from saolctl.models import ModelConfig, build_model
+
+FORMAT = "saolctl"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, unreadable, unsafe, or of another kind."""
+
+
+def versions() -> dict[str, str]:
+    """Return the versions that wrote a checkpoint."""
+    return {"saolctl": saolctl.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def atomic_save(obj: dict[str, Any], path: Path) -> None:
+    """Write ``obj`` with torch.save to a temporary file in the same folder, flush, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_checkpoint(
+    model: nn.Module,
+    *,
+    class_names: list[str],
+    img_size: int,
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+    best_threshold: float | None,
+    train: dict[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return the checkpoint dict of SPEC section 4 (resume state optional)."""
+    net = model.module if hasattr(model, "module") else model
+    config: ModelConfig = net.config
+    ckpt: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "config": {
+            "model": config.to_dict(),
+            "class_names": list(class_names),
+            "img_size": int(img_size),
+            "data": data,
+            "train": train or {},
+        },
+        "metrics": metrics,
+        "best_threshold": best_threshold,
+        "versions": versions(),
+    }
+    if resume:
+        ckpt.update(resume)
+    return ckpt
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a saolctl checkpoint with ``weights_only=True``; refuse anything else with one clear line."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects other than tensors and plain values "
+            f"(weights_only=True; nothing in it was run): {str(exc).splitlines()[0]}"
+        ) from exc
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: permission denied") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or not a torch file ({type(exc).__name__})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a saolctl checkpoint (no format: {FORMAT!r} key)")
+    if int(ckpt.get("format_version", -1)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer saolctl (format {ckpt['format_version']} > {FORMAT_VERSION})"
+        )
+    for key in ("model", "config"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path} is incomplete: no {key!r} entry")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
+    """Build the model a checkpoint describes and load its weights (eval mode)."""
+    config = ModelConfig.from_dict(ckpt["config"]["model"])
+    model = build_model(config)
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint weights do not fit a {config.method}/{config.backbone} model "
+            f"(missing {len(missing)}, unexpected {len(unexpected)})"
+        )
+    return model.to(device).eval()

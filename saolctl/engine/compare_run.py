@@ -1,0 +1,214 @@
+"""Compare methods under one protocol on the same images: table, curves, map grid and report.md.
+
+Missing checkpoints are trained first, every method with the same recipe and budget. Each method is
+evaluated under every map kind it has (SAOL: contrib, attention, spatial, gapcam), on the validation
+split (where thresholds are chosen) and on the test split (the reported numbers).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from saolctl.data import collate_samples, denormalize, make_loader
+from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
+from saolctl.engine.evaluate import evaluate, summarize
+from saolctl.engine.train import Reporter, TrainConfig, resolve_device, train
+from saolctl.localization.evaluators import largest_box
+from saolctl.localization.maps import MAP_KINDS, default_map_kind, score_maps
+from saolctl.models import METHODS
+from saolctl.report.figures import plot_curves, save_grid
+from saolctl.report.tables import markdown_table
+
+COLUMNS = ["method", "map", "default_map", "top1", "top5", "max_box_acc", "max_box_acc_v2", "box_acc_iou30",
+           "box_acc_iou50", "box_acc_iou70", "gt_known_loc", "top1_loc", "pxap", "val_max_box_acc_v2",
+           "val_best_threshold", "num_images", "num_localized"]
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """Which methods to compare, on which data, and where to write."""
+
+    methods: tuple[str, ...] = ("cam", "abn", "saol")
+    ckpts: dict[str, Path] = field(default_factory=dict)
+    data: str = "digits"
+    out: Path = Path("runs/compare")
+    seed: int = 0
+    epochs: int | None = None
+    backbone: str | None = None
+    device: str = "auto"
+    workers: int = 0
+    threshold_step: float = 0.001
+    grid_images: int = 6
+    model_options: dict[str, Any] = field(default_factory=dict)
+    val_split: str = "val"
+    test_split: str = "test"
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """The comparison table and where its files are."""
+
+    table: pd.DataFrame
+    out: Path
+    files: dict[str, Path]
+
+
+def check_methods(methods: tuple[str, ...], ckpts: dict[str, Path]) -> None:
+    """Raise ValueError for unknown or repeated methods, or checkpoints of methods not compared."""
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"unknown method(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"a method is named twice in --methods: {','.join(methods)}")
+    extra = sorted(set(ckpts) - set(methods))
+    if extra:
+        raise ValueError(f"--ckpt given for {', '.join(extra)}, which is not in --methods")
+
+
+def run_compare(
+    settings: CompareSettings,
+    reporter_for: Callable[[str], Reporter] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> CompareResult:
+    """Train what is missing, evaluate every method and map kind, and write the comparison files."""
+    check_methods(settings.methods, settings.ckpts)
+    say = on_stage or (lambda _text: None)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(settings.device)
+
+    ckpt_paths: dict[str, Path] = {}
+    for method in settings.methods:
+        if method in settings.ckpts:
+            ckpt_paths[method] = Path(settings.ckpts[method])
+            continue
+        say(f"training {method} (same recipe and budget for every method)")
+        cfg = TrainConfig(method=method, data=settings.data, out=out / method, backbone=settings.backbone,
+                          epochs=settings.epochs, seed=settings.seed, device=settings.device,
+                          workers=settings.workers, val_split=settings.val_split,
+                          model_options=settings.model_options)
+        ckpt_paths[method] = train(cfg, reporter_for(method) if reporter_for else None).best
+
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, pd.DataFrame] = {}
+    runs: dict[str, LoadedRun] = {}
+    thresholds: dict[tuple[str, str], float] = {}
+    test_ds = None
+    for method, path in ckpt_paths.items():
+        run = load_run(path, device)
+        if run.model.config.method != method:
+            raise ValueError(f"--ckpt {method}={path} holds a {run.model.config.method} model")
+        runs[method] = run
+        kinds = list(MAP_KINDS[method])
+        if method == "saol" and run.model.gap_head is None:
+            kinds.remove("gapcam")
+        results = {}
+        for split in (settings.val_split, settings.test_split):
+            say(f"evaluating {method} on {split} ({', '.join(kinds)})")
+            ds, _ = open_eval_dataset(run, EvalSettings(ckpt=path, data=settings.data, split=split))
+            if split == settings.test_split:
+                test_ds = ds
+            loader = make_loader(ds, 128, shuffle=False, workers=settings.workers, seed=settings.seed)
+            counters = evaluate(run.model, loader, num_classes=len(run.class_names), device=device,
+                                with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=kinds,
+                                threshold_step=settings.threshold_step)
+            results[split] = {k: summarize(c, run.class_names) for k, c in counters.items()}
+        for kind in kinds:
+            test, val = results[settings.test_split][kind], results[settings.val_split][kind]
+            row = {"method": method, "map": kind, "default_map": kind == default_map_kind(method)}
+            row.update({k: v for k, v in test.metrics.items() if not isinstance(v, list)})
+            row["val_max_box_acc_v2"] = val.metrics.get("max_box_acc_v2", float("nan"))
+            row["val_best_threshold"] = val.metrics.get("best_threshold", float("nan"))
+            thresholds[(method, kind)] = float(row["val_best_threshold"])
+            rows.append(row)
+            if len(test.curves.columns) > 1:
+                curves[f"{method} ({kind})"] = test.curves
+    table = pd.DataFrame(rows)
+    table = table[[c for c in COLUMNS if c in table.columns]]
+
+    files = {"csv": out / "compare.csv", "json": out / "compare.json", "report": out / "report.md"}
+    table.to_csv(files["csv"], index=False)
+    files["json"].write_text(json.dumps({"data": settings.data, "seed": settings.seed,
+                                         "checkpoints": {m: str(p) for m, p in ckpt_paths.items()},
+                                         "rows": table.to_dict("records")}, indent=2, default=float))
+    if curves:
+        files["curves"] = plot_curves(curves, out / "curves.png", title=f"BoxAcc vs threshold — {settings.data} test")
+    if test_ds is not None and test_ds.has_boxes and settings.grid_images > 0:
+        files["grid"] = _grid(runs, test_ds, thresholds, settings, device, out / "grid.png")
+    files["report"].write_text(report_markdown(table, settings, ckpt_paths, files))
+    return CompareResult(table, out, files)
+
+
+@torch.no_grad()
+def _grid(runs: dict[str, LoadedRun], ds: Any, thresholds: dict[tuple[str, str], float],
+          settings: CompareSettings, device: torch.device, path: Path) -> Path:
+    """Draw the same test images under every (method, map kind) with its box at the validation threshold."""
+    n = min(settings.grid_images, len(ds))
+    picks = np.linspace(0, len(ds) - 1, n).round().astype(int).tolist()
+    batch = collate_samples([ds[i] for i in picks])
+    images = denormalize(batch.images).permute(0, 2, 3, 1).numpy()
+    size = (batch.images.shape[-2], batch.images.shape[-1])
+    columns: dict[str, list[np.ndarray]] = {}
+    boxes: dict[str, list[np.ndarray]] = {}
+    titles = []
+    for method, run in runs.items():
+        x = batch.images.to(device)
+        out = run.model(x, with_gap_head=True) if method == "saol" else run.model(x)
+        for kind in MAP_KINDS[method]:
+            if (method, kind) not in thresholds:
+                continue
+            maps = score_maps(run.model, out, batch.labels.to(device), size, kind).cpu().numpy()
+            name = method if len(MAP_KINDS[method]) == 1 else f"{method}:{kind}"
+            columns[name] = list(maps)
+            tau = thresholds[(method, kind)]
+            boxes[name] = [largest_box(m, tau)[None] if np.isfinite(tau) else np.zeros((0, 4)) for m in maps]
+    class_names = next(iter(runs.values())).class_names
+    titles = [f"{class_names[int(c)]}" for c in batch.labels]
+    return save_grid(path, list(images), columns, boxes, [b.numpy() for b in batch.boxes], titles)
+
+
+def report_markdown(table: pd.DataFrame, settings: CompareSettings, ckpts: dict[str, Path],
+                    files: dict[str, Path]) -> str:
+    """Return report.md: what was compared, the table, the SAOL map note, and the figures."""
+    lines = [f"# saolctl compare — {settings.data}", ""]
+    lines.append(f"Methods: {', '.join(settings.methods)}; seed {settings.seed}; the same recipe and budget for "
+                 "every method trained here. Numbers are on the test split under the reference protocol (metrics in "
+                 "percent; MaxBoxAcc = V1 at IoU 50; MaxBoxAccV2 = mean of V2 over IoU 30/50/70); thresholds for "
+                 "boxes drawn in the figure were chosen on the validation split.")
+    lines.append("")
+    lines.append("Checkpoints: " + ", ".join(f"{m}: `{p}`" for m, p in ckpts.items()))
+    lines.append("")
+    shown = [c for c in ["method", "map", "top1", "max_box_acc", "max_box_acc_v2", "box_acc_iou30", "box_acc_iou50",
+                         "box_acc_iou70", "gt_known_loc", "top1_loc", "pxap", "val_max_box_acc_v2"] if c in table]
+    lines.append(markdown_table(table[shown]))
+    lines.append("")
+    saol = table[table["method"] == "saol"] if "method" in table else table.iloc[0:0]
+    if len(saol) and "val_max_box_acc_v2" in saol:
+        best = saol.loc[saol["val_max_box_acc_v2"].idxmax()]
+        default = saol[saol["default_map"]].iloc[0]
+        lines.append(f"SAOL's default map is `{default['map']}` (A * Y_c, SPEC section 2.2). On the validation split "
+                     f"the SAOL map that localizes best is `{best['map']}` (MaxBoxAccV2 "
+                     f"{best['val_max_box_acc_v2']:.1f} vs {default['val_max_box_acc_v2']:.1f} for the default).")
+        cam = table[(table["method"] == "cam")]
+        if len(cam) and "max_box_acc_v2" in table:
+            c = cam.iloc[0]
+            verdict = "reaches" if default["max_box_acc_v2"] >= c["max_box_acc_v2"] else "does not reach"
+            lines.append(f"On test, SAOL's default map {verdict} CAM's MaxBoxAccV2 ({default['max_box_acc_v2']:.1f} "
+                         f"vs {c['max_box_acc_v2']:.1f}); top-1 {default['top1']:.1f} vs {c['top1']:.1f}.")
+        lines.append("")
+    if "curves" in files:
+        lines += ["## BoxAcc vs threshold", "", f"![curves]({files['curves'].name})", ""]
+    if "grid" in files:
+        lines += ["## Maps on the same test images", "",
+                  "Rows: images; columns: input, then each method's map (ground truth in yellow, the predicted box at "
+                  "the validation threshold in cyan).", "", f"![grid]({files['grid'].name})", ""]
+    lines += ["Files: `compare.csv`, `compare.json`" + (", `curves.png`" if "curves" in files else "")
+              + (", `grid.png`" if "grid" in files else "") + ".", ""]
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""Evaluate a checkpoint on a split and write eval.json, the curves (CSV + PNG) and a per-class CSV."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from saolctl.data import DigitsConfig, LocalizationDataset, make_loader, open_dataset
+from saolctl.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, model_from_checkpoint
+from saolctl.engine.evaluate import EvalReport, evaluate, summarize
+from saolctl.engine.train import autocast_factory, resolve_device
+from saolctl.localization.maps import check_map_kind, default_map_kind
+from saolctl.report.figures import plot_curves
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What to evaluate and how; ``None`` fields come from the checkpoint."""
+
+    ckpt: Path
+    data: str | None = None
+    split: str | None = None  # default: "test" where the data has it, else "val"
+    map_kind: str | None = None
+    target: str = "gt"
+    threshold_step: float = 0.001
+    batch_size: int = 64
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = False
+    format: str | None = None
+    boxes_dir: str | None = None
+    strict_images: bool = False
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A checkpoint with its model and the settings it was trained with."""
+
+    ckpt: dict[str, Any]
+    model: nn.Module
+    class_names: list[str]
+    img_size: int
+    data_source: str
+    data_format: str | None
+    digits: DigitsConfig | None
+    seed: int
+
+
+def load_run(path: Path, device: torch.device) -> LoadedRun:
+    """Load a checkpoint and its model, and recover how its data was opened."""
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt, device)
+    cfg = ckpt["config"]
+    data = cfg.get("data", {})
+    digits = DigitsConfig(**data["digits"]) if data.get("digits") else None
+    seed = int(cfg.get("train", {}).get("seed", 0))
+    return LoadedRun(ckpt, model, list(cfg["class_names"]), int(cfg["img_size"]), str(data.get("source", "digits")),
+                     data.get("format"), digits, seed)
+
+
+def open_eval_dataset(run: LoadedRun, settings: EvalSettings) -> tuple[LocalizationDataset, str]:
+    """Open the evaluated split of the run's data (or of ``settings.data``) and check it fits the model."""
+    source = settings.data or run.data_source
+    same = settings.data is None or settings.data == run.data_source
+    common = dict(train=False, img_size=run.img_size, format=settings.format or (run.data_format if same else None),
+                  boxes_dir=Path(settings.boxes_dir) if settings.boxes_dir else None,
+                  strict_images=settings.strict_images, seed=run.seed, digits=run.digits if same else None)
+    if settings.split:
+        ds, split = open_dataset(source, settings.split, **common), settings.split
+    else:
+        try:
+            ds, split = open_dataset(source, "test", **common), "test"
+        except ValueError:
+            ds, split = open_dataset(source, "val", **common), "val"
+    if len(ds.class_names) != len(run.class_names):
+        raise CheckpointError(
+            f"the checkpoint has {len(run.class_names)} classes but {source} ({split}) has {len(ds.class_names)}"
+        )
+    return ds, split
+
+
+def run_eval(
+    settings: EvalSettings, out_dir: Path | None = None, on_batch: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> tuple[EvalReport, dict[str, Any], Path]:
+    """Evaluate a checkpoint; write eval.json, curves.csv/png, per_class.csv (default: beside it, eval-<split>)."""
+    device = resolve_device(settings.device)
+    run = load_run(settings.ckpt, device)
+    method = run.model.config.method
+    kind = settings.map_kind or default_map_kind(method)
+    check_map_kind(method, kind)
+    ds, split = open_eval_dataset(run, settings)
+    loader = make_loader(ds, settings.batch_size, shuffle=False, workers=settings.workers, seed=run.seed)
+    if on_start is not None:
+        on_start(len(ds))
+    counters = evaluate(run.model, loader, num_classes=len(run.class_names), device=device,
+                        with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=[kind], target=settings.target,
+                        threshold_step=settings.threshold_step, on_batch=on_batch,
+                        autocast=autocast_factory(device, settings.amp))
+    report = summarize(counters[kind], run.class_names)
+    meta = {
+        "checkpoint": str(settings.ckpt), "method": method, "backbone": run.model.config.backbone,
+        "map": kind, "target": settings.target, "data": settings.data or run.data_source, "split": split,
+        "img_size": run.img_size, "threshold_step": settings.threshold_step,
+    }
+    out_dir = out_dir or Path(settings.ckpt).parent / f"eval-{split}"
+    write_eval_outputs(report, meta, out_dir)
+    if split == "val" and "best_threshold" in report.metrics and kind == default_map_kind(method):
+        store_threshold(settings.ckpt, run.ckpt, float(report.metrics["best_threshold"]))
+    return report, meta, out_dir
+
+
+def write_eval_outputs(report: EvalReport, meta: dict[str, Any], out_dir: Path) -> None:
+    """Write eval.json (metrics in percent + meta), curves.csv/png and per_class.csv."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**report.metrics, "meta": meta}
+    (out_dir / "eval.json").write_text(json.dumps(payload, indent=2))
+    report.per_class.to_csv(out_dir / "per_class.csv", index=False)
+    if len(report.curves.columns) > 1:
+        report.curves.to_csv(out_dir / "curves.csv", index=False)
+        label = f"{meta['method']} ({meta['map']})"
+        plot_curves({label: report.curves}, out_dir / "curves.png",
+                    title=f"BoxAcc vs threshold — {label}, {meta['data']} {meta['split']}")
+
+
+def store_threshold(path: Path, ckpt: dict[str, Any], threshold: float) -> None:
+    """Record a validation split's best threshold in the checkpoint (for `localize`), atomically."""
+    ckpt = dict(ckpt)
+    ckpt["best_threshold"] = threshold
+    atomic_save(ckpt, path)

@@ -1,0 +1,72 @@
+"""Per-dataset recipes: the defaults `train` uses unless an option overrides them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training defaults for one kind of data; every field can be overridden from the CLI."""
+
+    name: str
+    backbone: str
+    img_size: int
+    epochs: int
+    batch_size: int
+    lr: float  # peak learning rate of the head; the backbone gets lr * backbone_lr_mult
+    backbone_lr_mult: float
+    weight_decay: float
+    momentum: float
+    warmup_epochs: float
+    pretrained: bool
+    model_options: dict[str, Any]
+
+    def with_overrides(self, **overrides: Any) -> "Recipe":
+        """Return a copy with every non-None override applied."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the recipe as plain values."""
+        return asdict(self)
+
+
+# The embedded default: a CIFAR-style ResNet-20 at 64 px (8x8 output grid), sized so that one method
+# trains in about a minute on 2 CPU cores. Every method gets exactly this budget.
+DIGITS = Recipe(
+    name="digits",
+    backbone="cifar_resnet20",
+    img_size=64,
+    epochs=6,
+    batch_size=64,
+    lr=0.1,
+    backbone_lr_mult=1.0,
+    weight_decay=5e-4,
+    momentum=0.9,
+    warmup_epochs=0.5,
+    pretrained=False,
+    model_options={},
+)
+
+# Real photos: the WSOL protocol's setting (ResNet-50, last stage at stride 1, 224 px, fine-tuned from
+# ImageNet weights, head learning rate 10x the backbone's).
+PHOTOS = Recipe(
+    name="photos",
+    backbone="resnet50",
+    img_size=224,
+    epochs=10,
+    batch_size=32,
+    lr=0.01,
+    backbone_lr_mult=0.1,
+    weight_decay=1e-4,
+    momentum=0.9,
+    warmup_epochs=0.0,
+    pretrained=True,
+    model_options={"last_stride": 1},
+)
+
+
+def recipe_for(source: str) -> Recipe:
+    """Return the default recipe for a data source ("digits" or a path to real photos)."""
+    return DIGITS if source == "digits" else PHOTOS

@@ -1,0 +1,323 @@
+"""The training loop: plain and readable, as torchvision's references.
+
+``train(config)`` builds data, model, objective, optimiser and schedule, then for each epoch trains,
+validates (accuracy, and MaxBoxAccV2 when the split has boxes), appends a row to ``metrics.csv`` and
+writes ``last.pt`` (and ``best.pt`` on improved validation top-1) atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from saolctl.data import DigitsConfig, make_loader, open_dataset
+from saolctl.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
+from saolctl.engine.evaluate import evaluate, summarize
+from saolctl.engine.recipes import Recipe, recipe_for
+from saolctl.models import build_model, create_objective, make_config
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; ``None`` fields take the data's recipe defaults."""
+
+    method: str = "saol"
+    data: str = "digits"
+    out: Path = Path("runs/train")
+    backbone: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    img_size: int | None = None
+    pretrained: bool | None = None
+    init: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    workers: int = 0
+    resume: bool = False
+    format: str | None = None
+    boxes_dir: str | None = None
+    strict_images: bool = False
+    train_split: str = "train"
+    val_split: str = "val"
+    threshold_step: float = 0.01  # validation each epoch; `eval` uses the protocol's 0.001
+    digits: DigitsConfig | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def recipe(self) -> Recipe:
+        """Return the data's recipe with this config's overrides applied."""
+        base = recipe_for(self.data)
+        r = base.with_overrides(
+            backbone=self.backbone, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+            img_size=self.img_size, pretrained=self.pretrained,
+        )
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.img_size is not None and self.img_size < 16:
+            raise ValueError(f"--img-size must be at least 16, got {self.img_size}")
+        return r
+
+
+class Reporter(Protocol):
+    """Receives progress events from the loop (the CLI draws them; tests may record them)."""
+
+    def start(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None: ...
+
+    def step(self, epoch: int, step: int, terms: dict[str, float], images_per_s: float) -> None: ...
+
+    def epoch_end(self, epoch: int, row: dict[str, Any]) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+class SilentReporter:
+    """A reporter that reports nothing."""
+
+    def start(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
+        """Ignore."""
+
+    def step(self, epoch: int, step: int, terms: dict[str, float], images_per_s: float) -> None:
+        """Ignore."""
+
+    def epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
+        """Ignore."""
+
+    def message(self, text: str) -> None:
+        """Ignore."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run wrote its files and its final validation metrics."""
+
+    out: Path
+    last: Path
+    best: Path
+    metrics: dict[str, Any]
+    history: pd.DataFrame
+
+
+def resolve_device(name: str) -> torch.device:
+    """Return the torch device for 'auto', 'cpu' or 'cuda[:N]'."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available on this machine")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def autocast_factory(device: torch.device, enabled: bool) -> Callable[[], Any]:
+    """Return a context factory: bfloat16 autocast on CPU, float16 on CUDA, or a no-op."""
+    if not enabled:
+        return contextlib.nullcontext
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Return optimiser groups: backbone at lr * mult, heads at lr; no weight decay on norms and biases."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (name.startswith("backbone."), p.ndim <= 1)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (is_backbone, no_decay), params in sorted(groups.items()):
+        group_lr = lr * (backbone_lr_mult if is_backbone else 1.0)
+        out.append({"params": params, "lr": group_lr, "initial_lr": group_lr,
+                    "weight_decay": 0.0 if no_decay else weight_decay})
+    return out
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Return the LR multiplier of step t: linear warm-up, then cosine decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(warmup_steps, 1)
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    """Return every random state a resumed run needs, as plain values and tensors."""
+    return {
+        "numpy": rng.bit_generator.state,
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    """Restore the random states saved by :func:`rng_state`."""
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
+    """Train one model as ``config`` says and return where its files are."""
+    reporter = reporter or SilentReporter()
+    recipe = config.recipe()
+    device = resolve_device(config.device)
+    out = Path(config.out)
+    _check_writable(out)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    common = dict(img_size=recipe.img_size, format=config.format,
+                  boxes_dir=Path(config.boxes_dir) if config.boxes_dir else None,
+                  strict_images=config.strict_images, seed=config.seed, digits=config.digits)
+    train_ds = open_dataset(config.data, config.train_split, train=True, **common)
+    val_ds = open_dataset(config.data, config.val_split, train=False, **common)
+    num_classes = len(train_ds.class_names)
+
+    options = {**recipe.model_options, **config.model_options}
+    model_cfg = make_config(recipe.backbone, config.method, num_classes, **options)
+    model = build_model(model_cfg, pretrained=recipe.pretrained, init=config.init).to(device)
+    objective = create_objective(model_cfg)
+
+    loader = make_loader(train_ds, recipe.batch_size, shuffle=True, workers=config.workers, seed=config.seed,
+                         drop_last=len(train_ds) > recipe.batch_size)
+    val_loader = make_loader(val_ds, recipe.batch_size, shuffle=False, workers=config.workers, seed=config.seed)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * recipe.epochs
+    optimizer = torch.optim.SGD(
+        param_groups(model, recipe.lr, recipe.backbone_lr_mult, recipe.weight_decay),
+        lr=recipe.lr, momentum=recipe.momentum, nesterov=True,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, int(recipe.warmup_epochs * steps_per_epoch))
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    autocast = autocast_factory(device, config.amp)
+
+    data_desc = {"source": config.data, "format": config.format, "train_split": config.train_split,
+                 "val_split": config.val_split, "recipe": recipe.to_dict(),
+                 "digits": asdict(config.digits) if config.digits else None}
+    run_config = {"train": _plain(asdict(config)), "recipe": recipe.to_dict(), "model": model_cfg.to_dict(),
+                  "class_names": train_ds.class_names, "device": str(device)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
+
+    start_epoch, best_top1, history = 0, -1.0, []
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if config.resume:
+        ckpt = load_checkpoint(last_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        restore_rng(rng, ckpt["rng"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        best_top1 = float(ckpt.get("best_top1", -1.0))
+        if (out / "metrics.csv").exists():
+            history = pd.read_csv(out / "metrics.csv").to_dict("records")[:start_epoch]
+        reporter.message(f"resumed from {last_path} at epoch {start_epoch + 1}")
+
+    reporter.start(recipe.epochs, steps_per_epoch, start_epoch)
+    metrics: dict[str, Any] = history[-1] if history else {}
+    for epoch in range(start_epoch, recipe.epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        seen, t0 = 0, time.perf_counter()
+        for step, batch in enumerate(loader):
+            images = batch.images.to(device, non_blocking=True)
+            labels = batch.labels.to(device, non_blocking=True)
+            with autocast():
+                terms = objective(model, images, labels, rng)
+            if not torch.isfinite(terms.total):
+                raise NonFiniteLoss(
+                    f"loss became {float(terms.total)} at epoch {epoch + 1}, step {step + 1}; "
+                    f"the last good checkpoint is {last_path if last_path.exists() else 'not written yet'}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            values = terms.as_floats()
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v * len(labels)
+            seen += len(labels)
+            reporter.step(epoch, step, values, seen / max(time.perf_counter() - t0, 1e-9))
+        train_time = time.perf_counter() - t0
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[-1],
+                               "train_images_per_s": seen / max(train_time, 1e-9)}
+        row.update({f"loss_{k}": v / max(seen, 1) for k, v in sums.items()})
+        counters = evaluate(model, val_loader, num_classes=num_classes, device=device,
+                            with_boxes=val_ds.has_boxes, with_masks=False,
+                            threshold_step=config.threshold_step, autocast=autocast)
+        report = summarize(next(iter(counters.values())), val_ds.class_names)
+        row.update({f"val_{k}": v for k, v in report.metrics.items() if not isinstance(v, list)})
+        history.append(row)
+        pd.DataFrame(history).to_csv(out / "metrics.csv", index=False)
+        metrics = row
+        improved = row["val_top1"] > best_top1
+        best_top1 = max(best_top1, row["val_top1"])
+        ckpt = make_checkpoint(
+            model, class_names=train_ds.class_names, img_size=recipe.img_size, data=data_desc,
+            metrics=_plain(row), best_threshold=row.get("val_best_threshold"), train=_plain(asdict(config)),
+            resume={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "rng": rng_state(rng), "epoch": epoch,
+                    "best_top1": best_top1},
+        )
+        atomic_save(ckpt, last_path)
+        if improved:
+            for key in ("optimizer", "scheduler", "scaler", "rng"):
+                ckpt.pop(key)
+            atomic_save(ckpt, best_path)
+        reporter.epoch_end(epoch, row)
+    return TrainResult(out, last_path, best_path, metrics, pd.DataFrame(history))
+
+
+def _check_writable(out: Path) -> None:
+    """Fail early, in one line, when the output folder cannot be created or written."""
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"output path {out} is inside a file: {probe}")
+    import os
+
+    if not os.access(probe, os.W_OK):
+        raise PermissionError(f"output folder is not writable: {probe}")
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of d with paths as strings and numpy scalars as Python numbers."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Path):
+            v = str(v)
+        elif isinstance(v, np.generic):
+            v = v.item()
+        elif isinstance(v, dict):
+            v = _plain(v)
+        out[k] = v
+    return out
