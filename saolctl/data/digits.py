@@ -37,14 +37,14 @@ class DigitsConfig:
     val_size: int = 500
     test_size: int = 1000
     source_split: tuple[float, float, float] = (0.6, 0.15, 0.25)  # share of the 1,797 source digits per split
-    digit_scale: tuple[float, float] = (0.35, 0.7)  # digit side / image side
+    digit_scale: tuple[float, float] = (0.45, 0.8)  # digit side / image side
     aspect_jitter: float = 0.25  # log-uniform width/height ratio range is exp(+-jitter)
-    fragments: tuple[int, int] = (3, 6)  # number of clutter fragments per image (inclusive)
+    fragments: tuple[int, int] = (2, 4)  # number of clutter fragments per image (inclusive)
     fragment_extent: tuple[float, float] = (0.13, 0.22)  # std of a fragment's soft window / its digit side
     same_colour_fragments: float = 0.5  # probability a fragment takes the digit's own colour
     texture: float = 0.12  # amplitude of the low-frequency background texture
     noise: float = 0.05  # std of the per-pixel (uniform) noise
-    min_contrast: float = 0.35  # minimum luminance gap between digit and background colour
+    min_contrast: float = 0.5  # minimum luminance gap between digit and background colour
     mask_threshold: float = 0.5  # stroke opacity above which a pixel is object
 
     def size_of(self, split: str) -> int:

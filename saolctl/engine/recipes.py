@@ -12,6 +12,7 @@ class Recipe:
 
     name: str
     backbone: str
+    optimizer: str  # "sgd" (momentum, Nesterov) or "adamw"
     img_size: int
     epochs: int
     batch_size: int
@@ -32,19 +33,21 @@ class Recipe:
         return asdict(self)
 
 
-# The embedded default: a CIFAR-style ResNet-20 at 64 px (8x8 output grid), sized so that one method
-# trains in about a minute on 2 CPU cores. Every method gets exactly this budget.
+# The embedded default: a CIFAR-style ResNet-20 at 64 px (8x8 output grid), sized so that the three
+# methods train in about 3.5 minutes together on 2 CPU cores. Every method gets exactly this budget.
+# AdamW: on these digits SGD (lr 0.1, one-cycle) stayed near chance for 4 epochs, AdamW 3e-3 did not.
 DIGITS = Recipe(
     name="digits",
     backbone="cifar_resnet20",
+    optimizer="adamw",
     img_size=64,
-    epochs=6,
+    epochs=4,
     batch_size=64,
-    lr=0.1,
+    lr=3e-3,
     backbone_lr_mult=1.0,
-    weight_decay=5e-4,
+    weight_decay=0.05,
     momentum=0.9,
-    warmup_epochs=0.5,
+    warmup_epochs=0.6,
     pretrained=False,
     model_options={},
 )
@@ -54,6 +57,7 @@ DIGITS = Recipe(
 PHOTOS = Recipe(
     name="photos",
     backbone="resnet50",
+    optimizer="sgd",
     img_size=224,
     epochs=10,
     batch_size=32,

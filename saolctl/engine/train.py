@@ -147,6 +147,16 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float, weight_de
     return out
 
 
+def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """Return the recipe's optimiser over the model's parameter groups."""
+    groups = param_groups(model, recipe.lr, recipe.backbone_lr_mult, recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid: sgd, adamw")
+
+
 def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """Return the LR multiplier of step t: linear warm-up, then cosine decay to 0."""
 
@@ -207,10 +217,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     val_loader = make_loader(val_ds, recipe.batch_size, shuffle=False, workers=config.workers, seed=config.seed)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * recipe.epochs
-    optimizer = torch.optim.SGD(
-        param_groups(model, recipe.lr, recipe.backbone_lr_mult, recipe.weight_decay),
-        lr=recipe.lr, momentum=recipe.momentum, nesterov=True,
-    )
+    optimizer = make_optimizer(recipe, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total_steps, int(recipe.warmup_epochs * steps_per_epoch))
     )

@@ -149,7 +149,11 @@ class SpatialLogits(nn.Module):
         projected = []
         for t, proj in zip(taps, self.projections):
             if tuple(t.shape[-2:]) != grid:
-                if self.resize == "area":
+                h, w = t.shape[-2:]
+                if self.resize == "area" and h % grid[0] == 0 and w % grid[1] == 0:
+                    # an integer ratio: plain average pooling, the same numbers as adaptive but faster
+                    t = F.avg_pool2d(t, (h // grid[0], w // grid[1]))
+                elif self.resize == "area":
                     t = F.adaptive_avg_pool2d(t, grid)
                 else:
                     t = F.interpolate(t, size=grid, mode="bilinear", align_corners=False)
