@@ -13,7 +13,7 @@ import torch
 from saolctl.data import DigitsConfig, make_loader, open_dataset
 from saolctl.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from saolctl.engine.evaluate import evaluate, summarize
-from saolctl.engine.train import TrainConfig, train
+from saolctl.engine.train import SilentReporter, TrainConfig, train
 
 TINY = DigitsConfig(train_size=96, val_size=48, test_size=48)
 
@@ -87,10 +87,15 @@ def test_every_saol_map_kind_from_one_pass(runs: dict[str, Path]) -> None:
     assert len(set(tops.values())) == 1  # one prediction, several maps
 
 
+class _CrashAfterFirstEpoch(SilentReporter):
+    def epoch_end(self, epoch: int, row: dict) -> None:
+        raise KeyboardInterrupt  # the process dies right after last.pt of epoch 1 was written
+
+
 def test_resume_continues_to_the_same_weights(tmp_path: Path) -> None:
     straight = train(tiny_config("saol", tmp_path / "a", epochs=2))
-    train(tiny_config("saol", tmp_path / "b", epochs=1))
-    # a run asked for 2 epochs that stopped after its first one: continue it from last.pt
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config("saol", tmp_path / "b", epochs=2), _CrashAfterFirstEpoch())
     first = load_checkpoint(tmp_path / "b" / "last.pt")
     resumed = train(tiny_config("saol", tmp_path / "b", epochs=2, resume=True))
     assert first["epoch"] == 0

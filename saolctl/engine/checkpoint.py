@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ class CheckpointError(ValueError):
 
 def versions() -> dict[str, str]:
     """Return the versions that wrote a checkpoint."""
-    return {"saolctl": saolctl.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
+    return {"saolctl": str(saolctl.__version__), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
 
 
 def atomic_save(obj: dict[str, Any], path: Path) -> None:
@@ -90,9 +91,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        text = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found is None:
+            raise CheckpointError(f"checkpoint {path} is truncated or not a torch file (unpickling failed)") from exc
+        what = found.group(1)
         raise CheckpointError(
-            f"refused to load {path}: it holds objects other than tensors and plain values "
-            f"(weights_only=True; nothing in it was run): {str(exc).splitlines()[0]}"
+            f"refused to load {path}: it holds {what}, not only tensors and plain values "
+            "(read with weights_only=True; nothing in it was run)"
         ) from exc
     except PermissionError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: permission denied") from exc

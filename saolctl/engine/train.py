@@ -251,6 +251,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     metrics: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, recipe.epochs):
         model.train()
+        loader.sampler.set_epoch(epoch)  # order and augmentation depend on (seed, epoch) only: resumable
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
         for step, batch in enumerate(loader):
