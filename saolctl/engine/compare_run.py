@@ -20,7 +20,7 @@ from saolctl.data import collate_samples, denormalize, make_loader
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.evaluate import evaluate, summarize
 from saolctl.engine.train import Reporter, TrainConfig, resolve_device, train
-from saolctl.localization.evaluators import largest_box
+from saolctl.localization.contours import largest_box
 from saolctl.localization.maps import MAP_KINDS, default_map_kind, score_maps
 from saolctl.models import METHODS
 from saolctl.report.figures import plot_curves, save_grid

@@ -16,7 +16,7 @@ from PIL import Image
 from saolctl.data import collate_samples, denormalize, load_eval_image
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.train import resolve_device
-from saolctl.localization.evaluators import largest_box
+from saolctl.localization.contours import largest_box
 from saolctl.localization.maps import check_map_kind, default_map_kind, score_maps
 from saolctl.report.figures import save_overlay
 
