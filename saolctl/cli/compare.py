@@ -9,20 +9,10 @@ import typer
 from rich.console import Console
 
 from saolctl.cli.errors import is_debug, user_errors
-from saolctl.cli.options import parse_model_options
+from saolctl.cli.options import parse_model_options, split_pairs
 from saolctl.cli.progress import RichReporter
 from saolctl.engine.compare_run import CompareSettings, run_compare
 from saolctl.report.tables import rich_table
-
-
-def _parse_ckpts(pairs: list[str] | None) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"--ckpt expects METHOD=PATH, got {pair!r}")
-        method, path = pair.split("=", 1)
-        out[method.strip()] = Path(path)
-    return out
 
 
 def compare_command(
@@ -44,7 +34,7 @@ def compare_command(
         if epochs is not None and epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {epochs}")
         settings = CompareSettings(
-            methods=tuple(m.strip() for m in methods.split(",") if m.strip()), ckpts=_parse_ckpts(ckpt),
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()), ckpts={m: Path(p) for m, p in split_pairs(ckpt, '--ckpt', 'METHOD=PATH')},
             data=data, out=out, seed=seed, epochs=epochs, backbone=backbone, device=device, workers=workers,
             threshold_step=thresholds_step, model_options=parse_model_options(option),
         )

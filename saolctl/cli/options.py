@@ -22,14 +22,22 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def split_pairs(pairs: list[str] | None, option: str, form: str) -> list[tuple[str, str]]:
+    """Split repeated ``KEY=VALUE`` arguments of an option into (key, value) pairs."""
+    out = []
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"{option} expects {form}, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out.append((key.strip(), value))
+    return out
+
+
 def parse_model_options(pairs: list[str] | None) -> dict[str, Any]:
     """Parse repeated ``--option KEY=VALUE`` into a dict, checking the names."""
     out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"--option expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        key = key.strip().replace("-", "_")
+    for key, value in split_pairs(pairs, "--option", "KEY=VALUE"):
+        key = key.replace("-", "_")
         if key not in list_options():
             raise ValueError(f"unknown model option {key!r}; valid: {', '.join(list_options())}")
         out[key] = parse_value(value)
