@@ -229,6 +229,7 @@ def largest_box(score_map: np.ndarray, tau: float) -> np.ndarray:
 
 _NO_PIXEL = 1 << 40  # neutral element for minima (anything larger than a coordinate)
 _TABLE_REGIONS = 48  # up to this many regions, node extents come from per-region row/column tables
+_MASKED_REGIONS = 6  # up to this many, the tables come from one masked pass per region
 
 
 @dataclass(frozen=True)
@@ -343,13 +344,13 @@ def _ascent(keys: np.ndarray, conn: int, outside: bool, spec: _KeySpec) -> tuple
 
 def _find_roots(parent: np.ndarray) -> np.ndarray:
     """Return the root of every element of a pointer forest (pointer jumping)."""
-    r = np.take(parent, parent, mode="clip")  # indices are in range: "clip" skips the checks
+    r = parent
     probe = slice(None, None, max(1, r.size // 997))  # cheap convergence test before the full one
     while True:
-        r2 = np.take(r, r, mode="clip")
+        r2 = np.take(r, r, mode="clip")  # indices are in range: "clip" skips the checks
         if np.array_equal(r2[probe], r[probe]) and np.array_equal(r2, r):
             return r
-        r = np.take(r2, r2, mode="clip")
+        r = r2
 
 
 @dataclass
@@ -359,6 +360,10 @@ class _Regions:
     label: np.ndarray
     top: np.ndarray
     count: int
+
+    def compact(self, n: int) -> np.ndarray:
+        """Return the first n labels in the smallest integer type (less memory traffic than intp)."""
+        return self.label[:n].astype(np.uint8 if self.count <= 256 else np.int32)
 
 
 def _regions(values: np.ndarray, keys: np.ndarray, conn: int, outside: bool, spec: _KeySpec) -> _Regions:
@@ -374,13 +379,13 @@ def _regions(values: np.ndarray, keys: np.ndarray, conn: int, outside: bool, spe
     return _Regions(np.take(region_id, _find_roots(parent), mode="clip"), top, int(roots.size))
 
 
-def _region_edges(label: np.ndarray, values: np.ndarray, width: int, conn: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _region_edges(label: np.ndarray, values: np.ndarray, width: int,
+                  conn: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (a, b, w): adjacent region pairs (a < b) and min(value) of each touching pixel pair.
 
-    label: (N,) region of each pixel; values: (N,) int64. Pairs meeting at w join for levels t < w.
+    label: (N,) region of each pixel; values: (N,) int32. Pairs meeting at w join for levels t < w.
     """
-    n = label.size
-    label = label.astype(np.int32)  # halves the memory traffic of the comparisons
+    n = label.size  # label: a compact integer type (see _Regions.compact)
     shifts = [(0, 1), (1, 0)] if conn == 4 else [(0, 1), (1, 0), (1, 1), (1, -1)]
     aa, bb, ww = [], [], []
     for dy, dx in shifts:
@@ -394,8 +399,8 @@ def _region_edges(label: np.ndarray, values: np.ndarray, width: int, conn: int) 
             p = p[p % width != 0]
         w = np.minimum(values[p], values[p + d])
         keep = w > 0
-        aa.append(label[p[keep]])
-        bb.append(label[p[keep] + d])
+        aa.append(label[p[keep]].astype(np.int64))
+        bb.append(label[p[keep] + d].astype(np.int64))
         ww.append(w[keep])
     if not aa:
         empty = np.zeros(0, np.int64)
@@ -500,43 +505,31 @@ def _entry_nodes(tree: _Tree, leaf: np.ndarray, level: np.ndarray) -> np.ndarray
     return np.where(tree.lo[node] > level, up[node], node)
 
 
-def _segment_accumulate(op: np.ufunc, values: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Return the running op (minimum or maximum) of ``values`` restarted at each new ``segment`` id."""
-    shift = segment * (4 * _NO_PIXEL)
-    if op is np.minimum:
-        return np.minimum.accumulate(values - shift) + shift  # later segments lie below earlier ones
-    return np.maximum.accumulate(values + shift) - shift
+def _segment_minimum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """Return the running minimum of ``values`` (P,), restarted at each new (non-decreasing) ``segment`` id."""
+    shift = segment * (4 * _NO_PIXEL)  # later segments lie below every earlier value
+    return np.minimum.accumulate(values - shift) + shift
 
 
-def _range_reduce(op: np.ufunc, values: np.ndarray, start: np.ndarray, stop: np.ndarray, neutral: int) -> np.ndarray:
-    """Return op over values[start:stop] for many ranges (sparse table); ``neutral`` for empty ranges."""
-    out = np.full(start.shape, neutral, np.int64)
+def _range_reduce(op: np.ufunc, values: np.ndarray, start: np.ndarray, stop: np.ndarray,
+                  neutral: int = 0) -> np.ndarray:
+    """Return op over values[start:stop] along axis 0 for many ranges (sparse table); neutral if empty.
+
+    values: (R,) or (R, K); start, stop: (M,); returns (M,) or (M, K).
+    """
+    out = np.full((start.size,) + values.shape[1:], neutral, values.dtype)
     length = stop - start
     nonempty = length > 0
     if not nonempty.any():
         return out
     table = [values]
-    while (1 << len(table)) <= values.size:
+    while (1 << len(table)) <= values.shape[0]:
         half = 1 << (len(table) - 1)
         table.append(op(table[-1][:-half], table[-1][half:]))
-    k = np.zeros(start.shape, np.intp)
+    k = np.zeros(start.size, np.intp)
     k[nonempty] = np.log2(length[nonempty]).astype(np.intp)
     for j in np.unique(k[nonempty]).tolist():
         sel = nonempty & (k == j)
-        out[sel] = op(table[j][start[sel]], table[j][stop[sel] - (1 << j)])
-    return out
-
-
-def _range_reduce_rows(op: np.ufunc, rows: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
-    """Return op over rows[start:stop] (non-empty ranges) for many ranges of a (R, K) table (sparse table)."""
-    table = [rows]
-    while (1 << len(table)) <= rows.shape[0]:
-        half = 1 << (len(table) - 1)
-        table.append(op(table[-1][:-half], table[-1][half:]))
-    k = np.log2(stop - start).astype(np.intp)
-    out = np.empty((start.size, rows.shape[1]), rows.dtype)
-    for j in np.unique(k).tolist():
-        sel = k == j
         out[sel] = op(table[j][start[sel]], table[j][stop[sel] - (1 << j)])
     return out
 
@@ -573,7 +566,6 @@ class _NodeLevels:
     x1: np.ndarray
     y1: np.ndarray
     first: np.ndarray | None = None  # (P,) first raster pixel
-    area2: np.ndarray | None = None  # (P,) twice the outer contour area
 
 
 class _LevelTree:
@@ -583,14 +575,17 @@ class _LevelTree:
     """
 
     def __init__(self, values: np.ndarray, regions: _Regions, conn: int, pixels: np.ndarray | None = None) -> None:
+        """Build the tree of ``values`` (H, W) over its upward ``regions`` (conn: 8 or 4)."""
         self.height, self.width = values.shape
         self.values2d = values
         self.values = values.ravel().astype(np.int32)  # (N,)
         self.regions = regions
+        self.compact_label: np.ndarray | None = None
         if regions.count == 1:
             self.tree = _kruskal(regions.top, *(np.zeros(0, np.int64),) * 3)
         else:
-            edges = _region_edges(regions.label[: values.size], self.values, self.width, conn)
+            self.compact_label = regions.compact(values.size)  # (N,) uint8 or int32
+            edges = _region_edges(self.compact_label, self.values, self.width, conn)
             self.tree = _kruskal(regions.top, *_strongest_pairs(*edges, regions.count))
         length = np.maximum(self.tree.hi - self.tree.lo + 1, 0)
         self.offset = np.concatenate([[0], np.cumsum(length)])  # (M+1,) first pair of each node
@@ -650,7 +645,7 @@ class _LevelTree:
         np.minimum.at(own[2], pair, -xs)
         np.minimum.at(own[3], pair, -index)
         node, level, length = self._pairs()
-        merged = [self._with_descendants(_segment_accumulate(np.minimum, own[i, :-1], node), node, length)
+        merged = [self._with_descendants(_segment_minimum(own[i, :-1], node), node, length)
                   for i in range(4)]
         width = self.width
         result = _NodeLevels(node, level, merged[0], merged[1] // width, -merged[2], (-merged[3]) // width)
@@ -691,6 +686,17 @@ class _LevelTree:
         leaf, values, index = self._selected()
         height, width, n_leaves = self.height, self.width, self.regions.count
         order, start, stop = self._leaf_ranges()
+        if self.pixels is None and n_leaves <= _MASKED_REGIONS:  # one masked pass per region
+            values2d = self.values2d
+            label2d = (self.compact_label if self.compact_label is not None else leaf).reshape(height, width)
+            rows = np.empty((n_leaves, width + height), np.int32)
+            for r in range(n_leaves):
+                masked = values2d * (label2d == r)  # (H, W): the region's values, 0 elsewhere
+                rows[r, :width] = masked.max(axis=0)
+                rows[r, width:] = masked.max(axis=1)
+            profiles = _range_reduce(np.maximum, rows[order], start, stop)
+            node, level, _ = self._pairs()
+            return _extents(profiles[:, :width], profiles[:, width:], node, level)
         if self.pixels is None:  # (region, column) and (region, row) slots without divisions
             leaf2d = leaf.reshape(height, width)
             by_column = np.multiply(leaf2d, width)
@@ -705,7 +711,7 @@ class _LevelTree:
         by_row = np.zeros(n_leaves * height, np.int32)  # largest value per (region, row)
         np.maximum.at(by_row, slots[1].ravel(), values)
         rows = np.hstack([by_column.reshape(n_leaves, width), by_row.reshape(n_leaves, height)])[order]  # (R, W+H)
-        profiles = _range_reduce_rows(np.maximum, rows, start, stop)  # (M, W + H) per node
+        profiles = _range_reduce(np.maximum, rows, start, stop)  # (M, W + H) per node
         node, level, _ = self._pairs()
         return _extents(profiles[:, :width], profiles[:, width:], node, level)
 
@@ -744,21 +750,19 @@ class _LevelTree:
         values2d = self.values.reshape(self.height, self.width)
         if self.regions.count <= _TABLE_REGIONS:
             n_leaves = self.regions.count
-            labels = self.regions.label[: self.values.size].reshape(self.height, self.width)
+            labels = (self.compact_label if self.compact_label is not None
+                      else self.regions.label[: self.values.size]).reshape(self.height, self.width)
             at = level == lowest  # windows counted at levels >= lowest lie around the foreground there
             ys = slice(max(int(levels.y0[at].min()) - 1, 0), int(levels.y1[at].max()) + 2)
             xs = slice(max(int(levels.x0[at].min()) - 1, 0), int(levels.x1[at].max()) + 2)
-            events = _window_events(values2d[ys, xs], labels[ys, xs], 16, lowest)
-            key = (events & 0xFFFF) * _NUM_LEVELS + ((events >> 16) - 1)  # (region, join level), uint32
-            counts = np.bincount(key, minlength=n_leaves * _NUM_LEVELS)
+            per_leaf = _window_counts(self.values2d[ys, xs], labels[ys, xs], n_leaves)  # (R, levels)
             order, start, stop = self._leaf_ranges()
-            per_leaf = counts.reshape(n_leaves, _NUM_LEVELS)[order]
-            prefix = np.vstack([np.zeros((1, _NUM_LEVELS), np.int64), np.cumsum(per_leaf, axis=0)])
+            prefix = np.vstack([np.zeros((1, _NUM_LEVELS), np.int64), np.cumsum(per_leaf[order], axis=0)])
             per_node = prefix[stop] - prefix[start]  # (M, levels) events per node and join level
             at_or_above = np.cumsum(per_node[:, ::-1], axis=1)[:, ::-1]  # events at join levels >= t
             return at_or_above[node, level]
-        events = _window_events(values2d, self.pair.reshape(self.height, self.width), 32, 0)
-        own = np.bincount((events & 0xFFFFFFFF).astype(np.intp), minlength=int(self.offset[-1]) + 1)[:-1]  # join = entry level
+        events = _window_events(values2d, self.pair.reshape(self.height, self.width))
+        own = np.bincount(events, minlength=int(self.offset[-1]) + 1)[:-1]  # half-windows per entry pair
         running = np.cumsum(own)
         running -= np.concatenate([[0], running])[self.offset[:-1]][node]  # restart at each node
         tree = self.tree
@@ -771,30 +775,49 @@ class _LevelTree:
         return running + (prefix[tree.pos + tree.size] - prefix[tree.pos + 1])[node]
 
 
-def _window_events(values: np.ndarray, tags: np.ndarray, tag_bits: int, lowest: int) -> np.ndarray:
-    """Return (value << tag_bits | tag) of the pixels that complete 3 and 4 pixels of each 2x2 window.
+def _window_counts(values: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Return the half-area events of the 2x2 windows per (region, join level) (n_labels, 255).
 
-    values, tags: (H, W) non-negative ints. A window is half inside a component from the level where its
-    third largest pixel joins (that pixel's value - 1) and fully inside from where its smallest one
-    joins; any pixel of that value is then in the same component as the window's larger pixels, so the
-    event can be credited to its tag (region or entry pair). Events at join levels below ``lowest``
-    are dropped.
+    values: (h, w) uint8 map; labels: (h, w) region ids below 256. As :func:`_window_events`, with
+    16-bit keys value * 256 + label (less memory traffic) and a histogram of the keys.
     """
     height, width = values.shape
     if height < 2 or width < 2:
-        return np.zeros(0, np.int64)
-    dtype = np.uint32 if tag_bits <= 24 else np.int64
-    keys = ((values.astype(dtype) << tag_bits) | tags.astype(dtype)).ravel()  # (N,)
+        return np.zeros((n_labels, _NUM_LEVELS), np.int64)
+    keys = ((values.astype(np.uint16) << 8) | labels.astype(np.uint16)).ravel()  # (h * w,)
     a, b, c, d = keys[: -width - 1], keys[1:-width], keys[width:-1], keys[width + 1:]  # window at i
     lo1, hi1, lo2, hi2 = np.minimum(a, b), np.maximum(a, b), np.minimum(c, d), np.maximum(c, d)
-    events = np.empty(2 * a.size, dtype)
+    third = np.maximum(lo1, lo2)
+    np.minimum(third, np.minimum(hi1, hi2, out=hi1), out=third)
+    fourth = np.minimum(lo1, lo2, out=lo1)
+    third[width - 1:: width] = 0  # windows that would wrap around a row end (value 0: never counted)
+    fourth[width - 1:: width] = 0
+    counts = np.bincount(third, minlength=1 << 16) + np.bincount(fourth, minlength=1 << 16)
+    return counts.reshape(256, 256)[1:, :n_labels].T  # value v >= 1 joins at level v - 1
+
+
+def _window_events(values: np.ndarray, tags: np.ndarray) -> np.ndarray:
+    """Return the tags of the pixels that complete 3 and 4 pixels of each 2x2 window (never-joining dropped).
+
+    values: (H, W) integer map; tags: (H, W) non-negative ints below 2**32 (entry pairs). A window is half
+    inside a component from the level where its third largest pixel joins (that pixel's value - 1) and
+    fully inside from where its smallest one joins; any pixel of that value is then in the same component
+    as the window's larger pixels, and joins at its own entry level, so the event is its entry pair's.
+    """
+    height, width = values.shape
+    if height < 2 or width < 2:
+        return np.zeros(0, np.intp)
+    keys = ((values.astype(np.int64) << 32) | tags.astype(np.int64)).ravel()  # (N,) by value, then tag
+    a, b, c, d = keys[: -width - 1], keys[1:-width], keys[width:-1], keys[width + 1:]  # window at i
+    lo1, hi1, lo2, hi2 = np.minimum(a, b), np.maximum(a, b), np.minimum(c, d), np.maximum(c, d)
+    events = np.empty(2 * a.size, np.int64)
     third, fourth = events[: a.size], events[a.size:]
     np.maximum(lo1, lo2, out=third)
     np.minimum(third, np.minimum(hi1, hi2, out=hi1), out=third)
     np.minimum(lo1, lo2, out=fourth)
     third[width - 1:: width] = 0  # windows that would wrap around a row end
     fourth[width - 1:: width] = 0
-    return events[events >= ((lowest + 1) << tag_bits)]  # value - 1 >= lowest
+    return (events[events >= 1 << 32] & 0xFFFFFFFF).astype(np.intp)
 
 
 @dataclass(frozen=True)

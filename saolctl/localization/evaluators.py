@@ -161,6 +161,7 @@ class BoxEvaluator:
 
     def __init__(self, thresholds: Sequence[float] | np.ndarray | None = None,
                  iou_thresholds: Sequence[int] = (30, 50, 70), multi_contour: bool = True) -> None:
+        """Set thresholds tau (default arange(0, 1, 0.001)), IoU thresholds delta (percent), V1/V2 candidates."""
         self.thresholds = _check_thresholds(default_thresholds() if thresholds is None else thresholds)  # (T,)
         self.iou_thresholds = np.asarray(iou_thresholds, dtype=np.int64).reshape(-1)  # (D,)
         if self.iou_thresholds.size == 0 or (self.iou_thresholds < 0).any() or (self.iou_thresholds > 100).any():
@@ -277,7 +278,8 @@ class BoxEvaluator:
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         """Restore a :meth:`state_dict` (its configuration must match this evaluator's)."""
-        other = BoxEvaluator(state["thresholds"], state["iou_thresholds"], bool(state["multi_contour"]))  # type: ignore[arg-type]
+        other = BoxEvaluator(np.asarray(state["thresholds"]), np.asarray(state["iou_thresholds"]).tolist(),
+                             bool(state["multi_contour"]))
         self._check_compatible(other)
         self.load_counters(state["counters"])
 
@@ -313,6 +315,7 @@ class MaskEvaluator:
     """Accumulates object/background score histograms over batches of maps with GT masks (PxAP)."""
 
     def __init__(self, thresholds: Sequence[float] | np.ndarray | None = None) -> None:
+        """Set the score thresholds (default arange(0, 1, 0.001)), increasing and below 1."""
         self.thresholds = _check_thresholds(default_thresholds() if thresholds is None else thresholds)  # (T,)
         if (np.diff(self.thresholds) <= 0).any() or self.thresholds[-1] >= 1:
             raise ValueError("mask thresholds must increase strictly and stay below 1")
