@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -311,8 +312,6 @@ def _check_writable(out: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise NotADirectoryError(f"output path {out} is inside a file: {probe}")
-    import os
-
     if not os.access(probe, os.W_OK):
         raise PermissionError(f"output folder is not writable: {probe}")
 
