@@ -157,7 +157,6 @@ def _grid(runs: dict[str, LoadedRun], ds: Any, thresholds: dict[tuple[str, str],
     size = (batch.images.shape[-2], batch.images.shape[-1])
     columns: dict[str, list[np.ndarray]] = {}
     boxes: dict[str, list[np.ndarray]] = {}
-    titles = []
     for method, run in runs.items():
         x = batch.images.to(device)
         out = run.model(x, with_gap_head=True) if method == "saol" else run.model(x)
@@ -170,7 +169,7 @@ def _grid(runs: dict[str, LoadedRun], ds: Any, thresholds: dict[tuple[str, str],
             tau = thresholds[(method, kind)]
             boxes[name] = [largest_box(m, tau)[None] if np.isfinite(tau) else np.zeros((0, 4)) for m in maps]
     class_names = next(iter(runs.values())).class_names
-    titles = [f"{class_names[int(c)]}" for c in batch.labels]
+    titles = [class_names[int(c)] for c in batch.labels]
     return save_grid(path, list(images), columns, boxes, [b.numpy() for b in batch.boxes], titles)
 
 
