@@ -27,8 +27,8 @@ from saolctl.report.figures import plot_curves, save_grid
 from saolctl.report.tables import markdown_table
 
 COLUMNS = ["method", "map", "default_map", "top1", "top5", "max_box_acc", "max_box_acc_v2", "box_acc_iou30",
-           "box_acc_iou50", "box_acc_iou70", "gt_known_loc", "top1_loc", "pxap", "val_max_box_acc_v2",
-           "val_best_threshold", "num_images", "num_localized"]
+           "box_acc_iou50", "box_acc_iou70", "gt_known_loc", "top1_loc", "pxap", "val_top1", "val_max_box_acc_v2",
+           "val_pxap", "val_best_threshold", "num_images", "num_localized"]
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,9 @@ def run_compare(
             test, val = results[settings.test_split][kind], results[settings.val_split][kind]
             row = {"method": method, "map": kind, "default_map": kind == default_map_kind(method)}
             row.update({k: v for k, v in test.metrics.items() if not isinstance(v, list)})
+            row["val_top1"] = val.metrics["top1"]
             row["val_max_box_acc_v2"] = val.metrics.get("max_box_acc_v2", float("nan"))
+            row["val_pxap"] = val.metrics.get("pxap", float("nan"))
             row["val_best_threshold"] = val.metrics.get("best_threshold", float("nan"))
             thresholds[(method, kind)] = float(row["val_best_threshold"])
             rows.append(row)

@@ -71,6 +71,27 @@ PHOTOS = Recipe(
 )
 
 
-def recipe_for(source: str) -> Recipe:
-    """Return the default recipe for a data source ("digits" or a path to real photos)."""
-    return DIGITS if source == "digits" else PHOTOS
+# Real photos with the offline ImageNet-pretrained EfficientNet-Lite0 (the one backbone whose weights
+# need no internet): last stage at stride 1 (14x14 maps at 224 px), small batches for small data sets.
+LITE0_PHOTOS = Recipe(
+    name="lite0-photos",
+    backbone="efficientnet_lite0",
+    optimizer="sgd",
+    img_size=224,
+    epochs=10,
+    batch_size=16,
+    lr=0.01,
+    backbone_lr_mult=0.1,
+    weight_decay=1e-4,
+    momentum=0.9,
+    warmup_epochs=0.0,
+    pretrained=True,
+    model_options={"last_stride": 1},
+)
+
+
+def recipe_for(source: str, backbone: str | None = None) -> Recipe:
+    """Return the default recipe for a data source ("digits" or a path to real photos) and backbone."""
+    if source == "digits":
+        return DIGITS
+    return LITE0_PHOTOS if backbone == "efficientnet_lite0" else PHOTOS

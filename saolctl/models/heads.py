@@ -111,6 +111,22 @@ class AbnNet(nn.Module):
 # SAOL (Kim, Baek and Kim, CVPR 2020); layer choices are "our reading" (SPEC 1.3)
 
 
+GRIDS = ("last", "penultimate")
+
+
+def resize_to(t: Tensor, grid: tuple[int, int], mode: str = "area") -> Tensor:
+    """Resize (B, C, h, w) to ``grid``: area (average) when shrinking, bilinear when growing or asked."""
+    h, w = t.shape[-2:]
+    if (h, w) == tuple(grid):
+        return t
+    if mode == "area" and h >= grid[0] and w >= grid[1]:
+        if h % grid[0] == 0 and w % grid[1] == 0:
+            # an integer ratio: plain average pooling, the same numbers as adaptive but faster
+            return F.avg_pool2d(t, (h // grid[0], w // grid[1]))
+        return F.adaptive_avg_pool2d(t, grid)
+    return F.interpolate(t, size=grid, mode="bilinear", align_corners=False)
+
+
 @dataclass(frozen=True)
 class SaolOptions:
     """SAOL head options (SPEC section 1.3); defaults meet "almost the same cost" as GAP-FC."""
@@ -119,12 +135,15 @@ class SaolOptions:
     mid: int = 256  # channels of each projection and of the attention's hidden layer
     kernel: int = 1  # kernel of the projections and the fuse conv
     att_kernel: int = 1  # kernel of the two attention convs
-    resize: str = "area"  # how taps reach the output grid: "area" or "bilinear"
+    resize: str = "area"  # how taps reach the output grid: "area" or "bilinear" (upsampling is always bilinear)
     gap_head: bool = True  # also train a GAP-FC head on X^L for self-distillation
+    grid: str = "last"  # output grid: that of the last stage, or of the stage before it ("penultimate", 2x finer)
 
     def __post_init__(self) -> None:
         if self.resize not in ("area", "bilinear"):
             raise ValueError(f"saol_resize must be 'area' or 'bilinear', got {self.resize!r}")
+        if self.grid not in GRIDS:
+            raise ValueError(f"saol_grid must be one of {', '.join(GRIDS)}, got {self.grid!r}")
         for name in ("kernel", "att_kernel"):
             k = getattr(self, name)
             if k < 1 or k % 2 == 0:
@@ -146,18 +165,7 @@ class SpatialLogits(nn.Module):
 
     def forward(self, taps: Sequence[Tensor], grid: tuple[int, int]) -> Tensor:
         """Return log Y (B, K, H, W), a log-softmax over classes at each cell."""
-        projected = []
-        for t, proj in zip(taps, self.projections):
-            if tuple(t.shape[-2:]) != grid:
-                h, w = t.shape[-2:]
-                if self.resize == "area" and h % grid[0] == 0 and w % grid[1] == 0:
-                    # an integer ratio: plain average pooling, the same numbers as adaptive but faster
-                    t = F.avg_pool2d(t, (h // grid[0], w // grid[1]))
-                elif self.resize == "area":
-                    t = F.adaptive_avg_pool2d(t, grid)
-                else:
-                    t = F.interpolate(t, size=grid, mode="bilinear", align_corners=False)
-            projected.append(proj(t))
+        projected = [proj(resize_to(t, grid, self.resize)) for t, proj in zip(taps, self.projections)]
         return F.log_softmax(self.fuse(torch.cat(projected, dim=1)), dim=1)
 
 
@@ -197,10 +205,11 @@ class SaolNet(nn.Module):
     def forward(self, x: Tensor, *, with_gap_head: bool | None = None) -> ModelOutput:
         """Classify a batch (B, 3, H, W); the GAP-FC head runs in training or when asked for."""
         stages = self.backbone(x)
-        features = stages[-1]  # (B, C_L, H, W)
-        grid = (features.shape[-2], features.shape[-1])
+        features = stages[-1]  # (B, C_L, h, w)
+        grid_from = stages[-2] if self.opts.grid == "penultimate" else features
+        grid = (grid_from.shape[-2], grid_from.shape[-1])  # (H, W) of the output grid
         log_y = self.spatial_logits([stages[i] for i in self.tap_indices], grid)  # (B, K, H, W)
-        log_a = self.attention(features)  # (B, H, W)
+        log_a = self.attention(resize_to(features, grid, "bilinear"))  # (B, H, W)
         # log y_hat_k = logsumexp_ij (log A_ij + log Y_kij): exact and stable; sums to 1 over k
         logits = torch.logsumexp((log_a.unsqueeze(1) + log_y).flatten(2), dim=2)  # (B, K)
         run_gap = self.training if with_gap_head is None else with_gap_head

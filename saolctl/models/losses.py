@@ -94,6 +94,44 @@ def attention_entropy(log_attention: Tensor) -> Tensor:
     return -(log_attention.exp() * log_attention).flatten(1).sum(dim=1).mean()
 
 
+def normalize_mass(weights: Tensor) -> Tensor:
+    """Return non-negative weights (B, H, W) divided by their sum per image; an all-zero map becomes uniform."""
+    flat = weights.clamp_min(0.0).flatten(1)
+    total = flat.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(flat, 1.0 / flat.shape[1])
+    return torch.where(total > EPS, flat / total.clamp_min(EPS), uniform).view_as(weights)
+
+
+def attention_paste_target(teacher_attention: Tensor, perm: Tensor, pasted: Tensor, lam: float) -> Tensor:
+    """Return the attention a CutMix-ed image should have: each source's own attention, inside its region.
+
+    T = lam * N((1 - m) A0_A) + (1 - lam) * N(m A0_B), with A0 the attention (B, H, W) of the clean
+    images, A0_B = A0[perm], m (H, W) the pasted fraction of each cell and N a per-image normalisation;
+    the mass of each region equals its share of the mixed label, as the classification loss asks.
+    """
+    kept = normalize_mass((1.0 - pasted) * teacher_attention)
+    paste = normalize_mass(pasted * teacher_attention[perm])
+    return lam * kept + (1.0 - lam) * paste
+
+
+def attention_kl(target: Tensor, log_attention: Tensor) -> Tensor:
+    """Return mean_b KL(T_b || A_b) over positions, for a target T (B, H, W) and log A (B, H, W)."""
+    return kl_divergence(target.detach().flatten(1), log_attention.flatten(1)).mean()
+
+
+def cam_attention_target(features: Tensor, fc_weight: Tensor, labels_a: Tensor, labels_b: Tensor,
+                         lam: float, grid: tuple[int, int]) -> Tensor:
+    """Return the CAM-shaped target attention (B, H, W): N(ReLU(CAM_yA)) mixed with N(ReLU(CAM_yB)) by lam.
+
+    features: X^L (B, C, h, w); fc_weight: the GAP-FC head's weights (K, C); maps are resized to the grid.
+    """
+    cams = torch.einsum("bchw,bkc->bkhw", features, torch.stack([fc_weight[labels_a], fc_weight[labels_b]], 1))
+    if tuple(cams.shape[-2:]) != tuple(grid):
+        cams = F.interpolate(cams, size=grid, mode="bilinear", align_corners=False)
+    target_a, target_b = normalize_mass(cams[:, 0]), normalize_mass(cams[:, 1])
+    return lam * target_a + (1.0 - lam) * target_b
+
+
 def area_fraction(mask: Tensor, grid: tuple[int, int]) -> Tensor:
     """Return the fraction (H, W) of each output-grid cell covered by a pixel mask (1, 1, H_img, W_img)."""
     return F.adaptive_avg_pool2d(mask, grid)[0, 0]
@@ -161,20 +199,26 @@ class SaolLossOptions:
     sd_beta: float = 0.5
     ss1_weight: float = 1.0
     ss2_weight: float = 1.0
-    att_entropy: float = 0.0
+    att_entropy: float = 0.0  # our addition: entropy bonus w_H on A
+    att_ss_weight: float = 0.0  # our addition: under CutMix, A follows each source's clean attention in its region
+    att_cam_weight: float = 0.0  # our addition: A follows the (detached) CAM of the GAP-FC head
 
 
 class SaolObjective:
-    """SAOL: L_cls + L_gap + w1 L_ss1 + w2 L_ss2 - w_H H(A); ss terms only on CutMix-ed batches."""
+    """SAOL: L_cls + L_gap + w1 L_ss1 + w2 L_ss2 - w_H H(A) + w_a L_att_ss + w_c L_att_cam.
 
-    term_names = ("cls", "gap", "ss1", "ss2", "entropy")
+    The ss terms run only on CutMix-ed batches; L_ss2 and L_att_ss share one no-gradient pass on the
+    clean images.
+    """
+
+    term_names = ("cls", "gap", "ss1", "ss2", "entropy", "att_ss", "att_cam")
 
     def __init__(self, cutmix_opts: CutMixOptions, opts: SaolLossOptions) -> None:
         self.cutmix = cutmix_opts
         self.opts = opts
 
     def __call__(self, model: nn.Module, images: Tensor, labels: Tensor, rng: np.random.Generator) -> LossTerms:
-        """Run the model on a training batch (and, for L_ss2, once more without gradient)."""
+        """Run the model on a training batch (and, for L_ss2 / L_att_ss, once more without gradient)."""
         o = self.opts
         batch = self.cutmix.apply(images, labels, rng)
         out: ModelOutput = model(batch.images)
@@ -183,16 +227,28 @@ class SaolObjective:
         cls = nll_of_log_probs(out.logits, target)
         zero = out.logits.new_zeros(())
         gap = self_distillation(out.gap_logits, out.probs, target, o.sd_beta) if out.gap_logits is not None else zero
-        ss1, ss2 = zero, zero
-        if batch.mixed:
-            grid = (out.spatial_log_probs.shape[-2], out.spatial_log_probs.shape[-1])
-            pasted = area_fraction(batch.paste_mask(), grid)  # (H, W)
+        ss1, ss2, att_ss, att_cam = zero, zero, zero, zero
+        grid = (out.spatial_log_probs.shape[-2], out.spatial_log_probs.shape[-1])
+        pasted = area_fraction(batch.paste_mask(), grid) if batch.mixed else None  # (H, W)
+        if pasted is not None:
             if o.ss1_weight > 0:
                 ss1 = paste_bce(out.spatial_log_probs.exp(), batch.labels_a, batch.labels_b, pasted)
-            if o.ss2_weight > 0 and bool((pasted >= 0.5).any()):
+            want_ss2 = o.ss2_weight > 0 and bool((pasted >= 0.5).any())
+            if want_ss2 or o.att_ss_weight > 0:
                 with torch.no_grad():
-                    teacher = model(images).spatial_log_probs[batch.perm]  # Y0 of x_B, (B, K, H, W)
-                ss2 = paste_kl(teacher, out.spatial_log_probs, pasted)
+                    clean = model(images)  # the clean images' Y0 and A0
+                if want_ss2:
+                    ss2 = paste_kl(clean.spatial_log_probs[batch.perm], out.spatial_log_probs, pasted)
+                if o.att_ss_weight > 0:
+                    target = attention_paste_target(clean.attention, batch.perm, pasted, batch.lam)
+                    att_ss = attention_kl(target, out.log_attention)
+        if o.att_cam_weight > 0 and out.gap_logits is not None:
+            net = getattr(model, "module", model)  # unwrap DistributedDataParallel
+            cam_target = cam_attention_target(out.features.detach(), net.gap_head.fc.weight.detach(),
+                                              batch.labels_a, batch.labels_b, batch.lam, grid)
+            att_cam = attention_kl(cam_target, out.log_attention)
         entropy = attention_entropy(out.log_attention)
-        total = cls + gap + o.ss1_weight * ss1 + o.ss2_weight * ss2 - o.att_entropy * entropy
-        return LossTerms(total, {"cls": cls, "gap": gap, "ss1": ss1, "ss2": ss2, "entropy": entropy})
+        total = (cls + gap + o.ss1_weight * ss1 + o.ss2_weight * ss2 - o.att_entropy * entropy
+                 + o.att_ss_weight * att_ss + o.att_cam_weight * att_cam)
+        return LossTerms(total, {"cls": cls, "gap": gap, "ss1": ss1, "ss2": ss2, "entropy": entropy,
+                                 "att_ss": att_ss, "att_cam": att_cam})

@@ -1,0 +1,112 @@
+"""SAOL localization study (issue 8): every variant x seed through `compare`, one CSV of all rows.
+
+Each (variant, seed) is one `run_compare` call with the variant's model options, so every number is
+what `saolctl compare -O ...` reports (test split; thresholds and map choice on val). Rows append to
+OUT/results.csv as they finish; a rerun skips what is done. Summaries: OUT/summary.csv (mean and std
+over seeds) and, with --pick, the variant/map chosen on the validation split only.
+
+    python bench/saol_study.py --data digits --seeds 0,1,2 --variants cam,saol,ent0.3
+    python bench/saol_study.py --data ../shared/data/pets3 --backbone efficientnet_lite0 --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from saolctl.engine.compare_run import CompareSettings, run_compare
+
+# name -> (method, model options). "saol" is the paper's reading of SPEC 1.3 with no additions.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "cam": ("cam", {}),
+    "saol": ("saol", {"att_entropy": 0.0}),
+    "ent0.1": ("saol", {"att_entropy": 0.1}),
+    "ent0.3": ("saol", {"att_entropy": 0.3}),
+    "ent1.0": ("saol", {"att_entropy": 1.0}),
+    "attss": ("saol", {"att_ss_weight": 1.0}),
+    "grid16": ("saol", {"saol_grid": "penultimate"}),
+    "k3": ("saol", {"saol_att_kernel": 3}),
+    "attcam": ("saol", {"att_cam_weight": 1.0}),
+    "ent0.3+k3": ("saol", {"att_entropy": 0.3, "saol_att_kernel": 3}),
+    "ent0.3+attss": ("saol", {"att_entropy": 0.3, "att_ss_weight": 1.0}),
+    "ent0.3+grid16": ("saol", {"att_entropy": 0.3, "saol_grid": "penultimate"}),
+    "attcam+k3": ("saol", {"att_cam_weight": 1.0, "saol_att_kernel": 3}),
+    "attcam+ent0.1": ("saol", {"att_cam_weight": 1.0, "att_entropy": 0.1}),
+    "attcam+grid16": ("saol", {"att_cam_weight": 1.0, "saol_grid": "penultimate"}),
+}
+
+METRICS = ["top1", "max_box_acc", "max_box_acc_v2", "pxap", "val_top1", "val_max_box_acc_v2", "val_pxap",
+           "train_images_per_s"]
+
+
+def run_one(variant: str, seed: int, args: argparse.Namespace, out: Path) -> pd.DataFrame:
+    """Train and compare one variant with one seed; return its rows (one per map kind)."""
+    method, options = VARIANTS[variant]
+    run_dir = out / "runs" / variant / f"seed{seed}"
+    settings = CompareSettings(methods=(method,), data=args.data, out=run_dir, seed=seed, epochs=args.epochs,
+                               backbone=args.backbone, device="cpu", grid_images=0, model_options=options)
+    t0 = time.perf_counter()
+    result = run_compare(settings)
+    wall = time.perf_counter() - t0
+    history = pd.read_csv(run_dir / method / "metrics.csv")
+    rows = result.table.copy()
+    rows.insert(0, "seed", seed)
+    rows.insert(0, "variant", variant)
+    rows["train_images_per_s"] = float(history["train_images_per_s"].mean())
+    rows["wall_s"] = wall
+    return rows
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Return mean and std over seeds of every metric, per (variant, map)."""
+    cols = [c for c in METRICS if c in results]
+    g = results.groupby(["variant", "map"], sort=False)[cols]
+    summary = g.mean().add_suffix("_mean").join(g.std(ddof=0).add_suffix("_std"))
+    summary["seeds"] = g.size()
+    return summary.reset_index()
+
+
+def main() -> None:
+    """Run the requested variants and seeds, then write the summary."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="digits")
+    p.add_argument("--backbone", default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--variants", default="cam,saol,ent0.1,ent0.3,ent1.0,attss,grid16,k3,attcam")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    name = "digits" if args.data == "digits" else Path(args.data).name
+    out = args.out or Path("runs/study") / name
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "results.csv"
+    results = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for variant in args.variants.split(","):
+            if variant not in VARIANTS:
+                raise SystemExit(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+            if len(results) and ((results["variant"] == variant) & (results["seed"] == seed)).any():
+                continue
+            rows = run_one(variant, seed, args, out)
+            results = pd.concat([results, rows], ignore_index=True)
+            results.to_csv(csv, index=False)
+            best = rows.sort_values("val_max_box_acc_v2", ascending=False).iloc[0]
+            print(f"{variant:>16} seed {seed}: top1 {best['top1']:.1f}  " + "  ".join(
+                f"{r['map']} {r['max_box_acc_v2']:.1f}" for _, r in rows.iterrows()) + f"  ({rows['wall_s'].iloc[0]:.0f} s)",
+                flush=True)
+    summary = summarize(results)
+    summary.to_csv(out / "summary.csv", index=False)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(summary[["variant", "map", "seeds", "top1_mean", "max_box_acc_v2_mean", "max_box_acc_v2_std",
+                       "val_top1_mean", "val_max_box_acc_v2_mean"]].round(2).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
