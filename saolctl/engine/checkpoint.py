@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,32 @@ def atomic_save(obj: dict[str, Any], path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # umask permissions, unlike mkstemp
+    try:
+        with open(tmp, "x") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def stale_temps(folder: Path) -> list[Path]:
+    """Return the hidden temporary files that an interrupted atomic write left in a folder."""
+    return sorted(p for p in Path(folder).glob(".*.tmp") if p.is_file())
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files an interrupted (killed) atomic write left behind; return them."""
+    found = stale_temps(folder)
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 def make_checkpoint(
@@ -118,9 +145,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
     """Build the model a checkpoint describes and load its weights (eval mode)."""
-    config = ModelConfig.from_dict(ckpt["config"]["model"])
-    model = build_model(config)
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        config = ModelConfig.from_dict(ckpt["config"]["model"])
+        model = build_model(config)
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(f"the checkpoint's model config cannot be built by this saolctl: {text}") from exc
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as exc:  # a tensor of another shape: weights of another backbone or class count
+        raise CheckpointError(
+            f"checkpoint weights do not fit the {config.method}/{config.backbone} model with {config.num_classes} "
+            "classes its config describes (tensor shapes differ)"
+        ) from exc
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint weights do not fit a {config.method}/{config.backbone} model "

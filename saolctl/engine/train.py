@@ -22,10 +22,18 @@ import torch
 from torch import nn
 
 from saolctl.data import DigitsConfig, make_loader, open_dataset
-from saolctl.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
+from saolctl.engine.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    atomic_write_text,
+    load_checkpoint,
+    make_checkpoint,
+    remove_stale_temps,
+)
 from saolctl.engine.evaluate import evaluate, summarize
 from saolctl.engine.recipes import Recipe, recipe_for
-from saolctl.models import build_model, create_objective, make_config
+from saolctl.engine.validation import check_int, check_model_options, check_number, check_unit_interval
+from saolctl.models import METHODS, build_model, create_objective, list_backbones, make_config
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,24 @@ class TrainConfig:
     threshold_step: float = 0.01  # validation each epoch; `eval` uses the protocol's 0.001
     digits: DigitsConfig | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Check names, types and ranges before anything is built or written."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.backbone is not None and self.backbone not in list_backbones():
+            raise ValueError(f"unknown backbone {self.backbone!r}; valid: {', '.join(list_backbones())}")
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("img_size", 16)):
+            check_int(f"--{name.replace('_', '-')}", getattr(self, name), minimum, optional=True)
+        check_int("--seed", self.seed)
+        check_int("--workers", self.workers, 0)
+        check_number("--lr", self.lr, optional=True)
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        check_unit_interval("threshold_step", self.threshold_step, open_low=True)
+        check_model_options(self.model_options)
+        if self.digits is not None:
+            self.digits.validate()
 
     def recipe(self) -> Recipe:
         """Return the data's recipe with this config's overrides applied."""
@@ -198,6 +224,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     device = resolve_device(config.device)
     out = Path(config.out)
     _check_writable(out)
+    if out.is_dir():
+        remove_stale_temps(out)  # hidden temp files of a save that a kill interrupted
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
@@ -230,13 +258,22 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
                  "digits": asdict(config.digits) if config.digits else None}
     run_config = {"train": _plain(asdict(config)), "recipe": recipe.to_dict(), "model": model_cfg.to_dict(),
                   "class_names": train_ds.class_names, "device": str(device)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
-
     start_epoch, best_top1, history = 0, -1.0, []
     last_path, best_path = out / "last.pt", out / "best.pt"
-    if config.resume:
-        ckpt = load_checkpoint(last_path)
+    resumed = load_checkpoint(last_path) if config.resume else None  # before anything is written
+    was = resumed["config"]["model"] if resumed is not None else {}
+    key = ("method", "backbone", "num_classes")
+    if resumed is not None and [was.get(k) for k in key] != [getattr(model_cfg, k) for k in key]:
+        raise CheckpointError(
+            f"cannot resume: {last_path} holds a {was.get('method')}/{was.get('backbone')} model with "
+            f"{was.get('num_classes')} classes, but this run builds {model_cfg.method}/{model_cfg.backbone} "
+            f"with {model_cfg.num_classes}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(run_config, indent=2, default=str))
+
+    if resumed is not None:
+        ckpt = resumed
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -285,7 +322,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         report = summarize(next(iter(counters.values())), val_ds.class_names)
         row.update({f"val_{k}": v for k, v in report.metrics.items() if not isinstance(v, list)})
         history.append(row)
-        pd.DataFrame(history).to_csv(out / "metrics.csv", index=False)
+        atomic_write_text(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
         metrics = row
         improved = row["val_top1"] > best_top1
         best_top1 = max(best_top1, row["val_top1"])
