@@ -35,6 +35,7 @@ def eval_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     data_format: Optional[str] = typer.Option(None, "--format", help="Force a layout: imagefolder, cub, wsol."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Folder of VOC XML boxes (ImageFolder layout)."),
+    strict_images: bool = typer.Option(False, "--strict-images", help="Fail on an unreadable image instead of skipping it."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: eval-<split> beside the checkpoint)."),
 ) -> None:
     """Evaluate a checkpoint: top-1/5, MaxBoxAcc, MaxBoxAccV2, GT-known / Top-1 Loc, PxAP."""
@@ -51,7 +52,8 @@ def eval_command(
         settings = EvalSettings(ckpt=ckpt, data=data, split=split, map_kind=map_kind, target=target,
                                 threshold_step=thresholds_step, batch_size=batch_size, workers=workers,
                                 device=device, format=data_format, boxes_dir=str(boxes) if boxes else None,
-                                pretrained_backbone=backbone if ckpt is None else None, img_size=img_size)
+                                pretrained_backbone=backbone if ckpt is None else None, img_size=img_size,
+                                strict_images=strict_images)
         console = Console()
         with Progress(TextColumn("[bold]evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as progress:

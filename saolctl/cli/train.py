@@ -45,7 +45,7 @@ def train_command(
         file_opts = read_config_file(config)
         params = {**ctx.params, **{k: v for k, v in file_opts.items() if k not in given}}
         known = {f.name for f in fields(TrainConfig)} | {"option", "config", "data_format", "boxes"}
-        digits = DigitsConfig(**file_opts["digits"]) if isinstance(file_opts.get("digits"), dict) else None
+        digits = DigitsConfig.from_dict(file_opts["digits"]) if "digits" in file_opts else None
         unknown = sorted(set(file_opts) - known)
         if unknown:
             raise ValueError(f"unknown key(s) in {config}: {', '.join(unknown)}")

@@ -14,9 +14,10 @@ classes equally often (n // 10 or one more each).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -46,6 +47,31 @@ class DigitsConfig:
     noise: float = 0.05  # std of the per-pixel (uniform) noise
     min_contrast: float = 0.5  # minimum luminance gap between digit and background colour
     mask_threshold: float = 0.5  # stroke opacity above which a pixel is object
+
+    @classmethod
+    def from_dict(cls, values: Any) -> "DigitsConfig":
+        """Build a validated config from a table (e.g. a config file's [digits]); unknown keys fail in one line."""
+        if not isinstance(values, dict):
+            raise DataError(f"digits settings must be a table of keys, got {values!r}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise DataError(f"unknown digits key(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        for k, v in kw.items():
+            default = getattr(cls, k)
+            if isinstance(default, tuple):
+                ok = isinstance(v, tuple) and len(v) == len(default) and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            elif isinstance(default, int):
+                ok = isinstance(v, int) and not isinstance(v, bool)
+            else:
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if not ok:
+                raise DataError(f"digits {k} must be like {default!r}, got {v!r}")
+        config = cls(**kw)
+        config.validate()
+        return config
 
     def size_of(self, split: str) -> int:
         """Return the number of images of a split."""

@@ -9,10 +9,11 @@ Truncated files raise: ``ImageFile.LOAD_TRUNCATED_IMAGES`` (global state) is nev
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from saolctl.data.errors import DataError
 
@@ -65,6 +66,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def decode_rgb(path: str | Path) -> Image.Image:
     """Open and fully decode an image file as 8-bit RGB; raises the decoder's own error if broken."""
     with open(path, "rb") as f:  # the loaded image outlives the file (Image.close() would drop its pixels)
+        if os.fstat(f.fileno()).st_size == 0:
+            raise EOFError("empty file (0 bytes)")
         image = Image.open(f)
         image.load()
     return to_rgb(image)
@@ -80,6 +83,8 @@ def read_rgb(path: str | Path) -> Image.Image:
 
 def describe_error(err: BaseException) -> str:
     """Return a short one-line description of a decoding error."""
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image file (PIL cannot identify its format)"
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 

@@ -17,12 +17,14 @@ import pandas as pd
 import torch
 
 from saolctl.data import collate_samples, denormalize, make_loader
+from saolctl.engine.checkpoint import load_checkpoint
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.evaluate import evaluate, summarize
 from saolctl.engine.train import Reporter, TrainConfig, resolve_device, train
 from saolctl.localization.contours import largest_box
 from saolctl.localization.maps import MAP_KINDS, default_map_kind, score_maps
-from saolctl.models import METHODS
+from saolctl.engine.validation import check_int, check_model_options, check_output_dir, check_unit_interval
+from saolctl.models import METHODS, list_backbones
 from saolctl.report.figures import plot_curves, save_grid
 from saolctl.report.tables import markdown_table
 
@@ -49,6 +51,16 @@ class CompareSettings:
     model_options: dict[str, Any] = field(default_factory=dict)
     val_split: str = "val"
     test_split: str = "test"
+
+    def __post_init__(self) -> None:
+        """Check methods, names and ranges before anything is trained or written."""
+        check_methods(self.methods, self.ckpts)
+        if self.backbone is not None and self.backbone not in list_backbones():
+            raise ValueError(f"unknown backbone {self.backbone!r}; valid: {', '.join(list_backbones())}")
+        check_int("--epochs", self.epochs, 1, optional=True)
+        check_int("--workers", self.workers, 0)
+        check_unit_interval("--thresholds-step", self.threshold_step, open_low=True)
+        check_model_options(self.model_options)
 
 
 @dataclass(frozen=True)
@@ -81,8 +93,12 @@ def run_compare(
     check_methods(settings.methods, settings.ckpts)
     say = on_stage or (lambda _text: None)
     out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)
     device = resolve_device(settings.device)
+    for method, path in settings.ckpts.items():  # a bad checkpoint fails before anything is trained or written
+        held = load_checkpoint(path)["config"]["model"].get("method")
+        if held != method:
+            raise ValueError(f"--ckpt {method}={path} holds a {held} model")
 
     ckpt_paths: dict[str, Path] = {}
     for method in settings.methods:
@@ -134,6 +150,7 @@ def run_compare(
                 curves[f"{method} ({kind})"] = test.curves
     table = pd.DataFrame(rows)
     table = table[[c for c in COLUMNS if c in table.columns]]
+    out.mkdir(parents=True, exist_ok=True)
 
     files = {"csv": out / "compare.csv", "json": out / "compare.json", "report": out / "report.md"}
     table.to_csv(files["csv"], index=False)

@@ -14,6 +14,7 @@ from saolctl.data import DigitsConfig, LocalizationDataset, make_loader, open_da
 from saolctl.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, model_from_checkpoint
 from saolctl.engine.evaluate import EvalReport, evaluate, summarize
 from saolctl.engine.train import autocast_factory, resolve_device
+from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
 from saolctl.localization.maps import check_map_kind, default_map_kind
 from saolctl.models import create_model
 from saolctl.models.backbones import imagenet_classifier
@@ -39,6 +40,15 @@ class EvalSettings:
     strict_images: bool = False
     pretrained_backbone: str | None = None
     img_size: int = 224
+
+    def __post_init__(self) -> None:
+        """Check the ranges before any model or data is loaded."""
+        check_unit_interval("--thresholds-step", self.threshold_step, open_low=True)
+        check_int("--batch-size", self.batch_size, 1)
+        check_int("--workers", self.workers, 0)
+        check_int("--img-size", self.img_size, 16)
+        if self.target not in ("gt", "pred"):
+            raise ValueError(f"--target must be gt or pred, got {self.target!r}")
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,8 @@ def run_eval(
     on_start: Callable[[int], None] | None = None,
 ) -> tuple[EvalReport, dict[str, Any], Path]:
     """Evaluate a checkpoint; write eval.json, curves.csv/png, per_class.csv (default: beside it, eval-<split>)."""
+    if out_dir is not None:
+        check_output_dir(out_dir)  # fail before the evaluation, not after it
     device = resolve_device(settings.device)
     if settings.ckpt is None:
         if not settings.pretrained_backbone or not settings.data:

@@ -11,11 +11,12 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from saolctl.data import collate_samples, denormalize, load_eval_image
+from saolctl.data.images import read_rgb
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.train import resolve_device
+from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
 from saolctl.localization.contours import largest_box
 from saolctl.localization.maps import check_map_kind, default_map_kind, score_maps
 from saolctl.report.figures import save_overlay
@@ -34,6 +35,11 @@ class LocalizeSettings:
     map_kind: str | None = None
     num_samples: int = 8
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Check the ranges before anything is loaded or written."""
+        check_unit_interval("--threshold", self.threshold, optional=True)
+        check_int("--num", self.num_samples, 1)
 
 
 def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
@@ -80,8 +86,7 @@ def _items(run: LoadedRun, settings: LocalizeSettings) -> Iterator[tuple[str, to
     if settings.inputs:
         for path in expand_inputs(settings.inputs):
             x, orig = load_eval_image(path, run.img_size)
-            with Image.open(path) as img:
-                display = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+            display = np.asarray(read_rgb(path), dtype=np.float32) / 255.0  # any mode, 16-bit scaled like the input
             yield str(path), x, orig, None, display, None
         return
     ds, _ = open_eval_dataset(run, EvalSettings(ckpt=settings.ckpt))
@@ -112,6 +117,9 @@ def run_localize(settings: LocalizeSettings, out_dir: Path) -> pd.DataFrame:
         raise ValueError("the checkpoint has no best threshold (its validation split had no boxes): pass --threshold")
     if not 0.0 <= float(threshold) < 1.0:
         raise ValueError(f"--threshold must be in [0, 1), got {threshold}")
+    check_output_dir(out_dir)
+    for path in expand_inputs(settings.inputs):  # every given image must decode before anything is written
+        read_rgb(path)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for n, (name, x, orig, gt, display, label) in enumerate(_items(run, settings)):
