@@ -71,6 +71,38 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
+def _pm(mean: float, std: float) -> str:
+    return "–" if pd.isna(mean) else f"{mean:.1f} ± {std:.1f}"
+
+
+def markdown(results: pd.DataFrame, step_ratios: dict[str, float] | None = None) -> str:
+    """Return the ablation table: one row per variant, mean ± std over seeds (test split, percent).
+
+    Columns: top-1; MaxBoxAccV2 of every map kind; PxAP of the default map where masks exist; the
+    training-step time as a ratio to CAM's from bench/bench_saol_variants.py when given (the study's
+    own throughput is not used: runs share the machine with whatever else runs).
+    """
+    s = summarize(results)
+    kinds = [k for k in ("cam", "contrib", "attention", "spatial", "gapcam") if k in set(s["map"])]
+    has_pxap = "pxap_mean" in s and s["pxap_mean"].notna().any()
+    head = ["variant", "seeds", "top-1"] + [f"V2 {k}" for k in kinds] + (["PxAP (default map)"] if has_pxap else [])
+    head += ["val-chosen map"] + (["step time / CAM"] if step_ratios else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant in dict.fromkeys(s["variant"]):
+        v = s[s["variant"] == variant].set_index("map")
+        first = v.iloc[0]
+        cells = [variant, str(int(first["seeds"])), _pm(first["top1_mean"], first["top1_std"])]
+        for k in kinds:
+            cells.append(_pm(v.loc[k, "max_box_acc_v2_mean"], v.loc[k, "max_box_acc_v2_std"]) if k in v.index else "")
+        if has_pxap:
+            cells.append(_pm(first["pxap_mean"], first["pxap_std"]))
+        cells.append(str(v["val_max_box_acc_v2_mean"].idxmax()))
+        if step_ratios:
+            cells.append(f"{step_ratios[variant]:.2f}" if variant in step_ratios else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Run the requested variants and seeds, then write the summary."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,6 +135,9 @@ def main() -> None:
                 flush=True)
     summary = summarize(results)
     summary.to_csv(out / "summary.csv", index=False)
+    ratios_csv = out / "step_ratios.csv"
+    ratios = dict(pd.read_csv(ratios_csv).itertuples(index=False, name=None)) if ratios_csv.exists() else None
+    (out / "table.md").write_text(markdown(results, ratios) + "\n")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summary[["variant", "map", "seeds", "top1_mean", "max_box_acc_v2_mean", "max_box_acc_v2_std",
                        "val_top1_mean", "val_max_box_acc_v2_mean"]].round(2).to_string(index=False))
