@@ -1,9 +1,10 @@
 """SAOL localization study (issue 8): every variant x seed through `compare`, one CSV of all rows.
 
 Each (variant, seed) is one `run_compare` call with the variant's model options, so every number is
-what `saolctl compare -O ...` reports (test split; thresholds and map choice on val). Rows append to
-OUT/results.csv as they finish; a rerun skips what is done. Summaries: OUT/summary.csv (mean and std
-over seeds) and, with --pick, the variant/map chosen on the validation split only.
+what `saolctl compare -O ...` reports (test split; thresholds and map choice on val). Each run leaves
+OUT/runs/<variant>/seed<k>/study_rows.csv; a rerun skips what is done, and several processes may share
+OUT. At the end: OUT/results.csv (all rows), OUT/summary.csv (mean and std over seeds) and
+OUT/table.md (the ablation table).
 
     python bench/saol_study.py --data digits --seeds 0,1,2 --variants cam,saol,ent0.3
     python bench/saol_study.py --data ../shared/data/pets3 --backbone efficientnet_lite0 --seeds 0,1,2
@@ -38,6 +39,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "attcam+k3": ("saol", {"att_cam_weight": 1.0, "saol_att_kernel": 3}),
     "attcam+ent0.1": ("saol", {"att_cam_weight": 1.0, "att_entropy": 0.1}),
     "attcam+grid16": ("saol", {"att_cam_weight": 1.0, "saol_grid": "penultimate"}),
+    "attss+ent0.1": ("saol", {"att_ss_weight": 1.0, "att_entropy": 0.1}),
+    "attss+k3": ("saol", {"att_ss_weight": 1.0, "saol_att_kernel": 3}),
+    "attss+grid16": ("saol", {"att_ss_weight": 1.0, "saol_grid": "penultimate"}),
+    "attss3": ("saol", {"att_ss_weight": 3.0}),
 }
 
 METRICS = ["top1", "max_box_acc", "max_box_acc_v2", "pxap", "val_top1", "val_max_box_acc_v2", "val_pxap",
@@ -59,7 +64,20 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, out: Path) -> pd.
     rows.insert(0, "variant", variant)
     rows["train_images_per_s"] = float(history["train_images_per_s"].mean())
     rows["wall_s"] = wall
+    rows.to_csv(run_dir / "study_rows.csv", index=False)  # what `collect` reads: runs may go in parallel
     return rows
+
+
+def collect(out: Path) -> pd.DataFrame:
+    """Return every finished run's rows under OUT/runs (several study processes may share OUT)."""
+    old = out / "results.csv"
+    if old.exists():  # rows of runs recorded before study_rows.csv existed
+        for (variant, seed), rows in pd.read_csv(old).groupby(["variant", "seed"]):
+            path = out / "runs" / str(variant) / f"seed{seed}" / "study_rows.csv"
+            if path.parent.is_dir() and not path.exists():
+                rows.to_csv(path, index=False)
+    parts = [pd.read_csv(f) for f in sorted((out / "runs").glob("*/seed*/study_rows.csv"))]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
@@ -119,20 +137,19 @@ def main() -> None:
     out = args.out or Path("runs/study") / name
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "results.csv"
-    results = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
     for seed in [int(s) for s in args.seeds.split(",")]:
         for variant in args.variants.split(","):
             if variant not in VARIANTS:
                 raise SystemExit(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
-            if len(results) and ((results["variant"] == variant) & (results["seed"] == seed)).any():
+            if (out / "runs" / variant / f"seed{seed}" / "study_rows.csv").exists():
                 continue
             rows = run_one(variant, seed, args, out)
-            results = pd.concat([results, rows], ignore_index=True)
-            results.to_csv(csv, index=False)
             best = rows.sort_values("val_max_box_acc_v2", ascending=False).iloc[0]
             print(f"{variant:>16} seed {seed}: top1 {best['top1']:.1f}  " + "  ".join(
                 f"{r['map']} {r['max_box_acc_v2']:.1f}" for _, r in rows.iterrows()) + f"  ({rows['wall_s'].iloc[0]:.0f} s)",
                 flush=True)
+    results = collect(out)
+    results.to_csv(csv, index=False)
     summary = summarize(results)
     summary.to_csv(out / "summary.csv", index=False)
     ratios_csv = out / "step_ratios.csv"

@@ -2,7 +2,9 @@
 
 Reads the seed's checkpoints that bench/saol_study.py trained (OUT/runs/<variant>/seed<k>/<method>/best.pt)
 and draws each variant's map (its default map, or --map-of VARIANT=KIND) with the box at the threshold
-chosen on the validation split (from that run's compare.csv).
+chosen on the validation split (from that run's compare.csv). It also prints, for each SAOL variant,
+how spread its attention is on the drawn split: the mean effective number of cells exp(H(A)) and the
+mean largest cell weight max A (a collapsed attention has about 1 cell and max A near 1).
 
     python bench/saol_study_maps.py --study runs/study/digits --variants cam,saol,ent0.3 --out docs/img/x.png
 """
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saolctl.data import collate_samples, denormalize
+from saolctl.data import collate_samples, denormalize, make_loader
 from saolctl.engine.eval_run import EvalSettings, load_run, open_eval_dataset
 from saolctl.localization.contours import largest_box
 from saolctl.localization.maps import score_maps
@@ -39,6 +41,7 @@ def main() -> None:
     columns: dict[str, list[np.ndarray]] = {}
     boxes: dict[str, list[np.ndarray]] = {}
     batch = ds = None
+    spread: list[str] = []
     for variant in args.variants.split(","):
         run_dir = args.study / "runs" / variant / f"seed{args.seed}"
         table = pd.read_csv(run_dir / "compare.csv")
@@ -53,6 +56,17 @@ def main() -> None:
         with torch.no_grad():
             out = run.model(batch.images, with_gap_head=True) if method == "saol" else run.model(batch.images)
             maps = score_maps(run.model, out, batch.labels, tuple(batch.images.shape[-2:]), kind).numpy()
+        if method == "saol":
+            loader = make_loader(ds, 128, shuffle=False, workers=0, seed=0)
+            cells, peaks = [], []
+            with torch.no_grad():
+                for b in loader:
+                    log_a = run.model(b.images).log_attention.flatten(1)  # (B, H*W)
+                    cells.append((-(log_a.exp() * log_a).sum(1)).exp())
+                    peaks.append(log_a.exp().max(1).values)
+            grid = run.model(batch.images[:1]).log_attention.shape[-2:]
+            spread.append(f"{variant:>16}  grid {grid[0]}x{grid[1]}  effective cells {float(torch.cat(cells).mean()):6.1f}"
+                          f"  max A {float(torch.cat(peaks).mean()):.3f}")
         name = f"{variant} ({kind})" if method == "saol" else variant
         columns[name] = list(maps)
         tau = float(row["val_best_threshold"])
@@ -61,6 +75,7 @@ def main() -> None:
     images = list(denormalize(batch.images).permute(0, 2, 3, 1).numpy())
     titles = [ds.class_names[int(c)] for c in batch.labels]
     save_grid(args.out, images, columns, boxes, [b.numpy() for b in batch.boxes], titles)
+    print("\n".join(spread))
     print(f"wrote {args.out}")
 
 
