@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from saolctl.cli.errors import is_debug, user_errors
 from saolctl.cli.progress import metrics_table
+from saolctl.engine.distributed import is_main_process
 from saolctl.engine.eval_run import EvalSettings, run_eval
 
 HEADLINE = ["top1", "top5", "gt_known_loc", "top1_loc", "max_box_acc", "max_box_acc_v2", "box_acc_iou30",
@@ -33,6 +34,8 @@ def eval_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Batch size."),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision (bfloat16 on CPU, float16 on CUDA)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Model and inputs in channels-last memory format."),
     data_format: Optional[str] = typer.Option(None, "--format", help="Force a layout: imagefolder, cub, wsol."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Folder of VOC XML boxes (ImageFolder layout)."),
     strict_images: bool = typer.Option(False, "--strict-images", help="Fail on an unreadable image instead of skipping it."),
@@ -51,16 +54,20 @@ def eval_command(
             raise ValueError(f"--target must be gt or pred, got {target!r}")
         settings = EvalSettings(ckpt=ckpt, data=data, split=split, map_kind=map_kind, target=target,
                                 threshold_step=thresholds_step, batch_size=batch_size, workers=workers,
-                                device=device, format=data_format, boxes_dir=str(boxes) if boxes else None,
+                                device=device, amp=amp, channels_last=channels_last, format=data_format,
+                                boxes_dir=str(boxes) if boxes else None,
                                 pretrained_backbone=backbone if ckpt is None else None, img_size=img_size,
                                 strict_images=strict_images)
         console = Console()
+        main = is_main_process()  # under torchrun only rank 0 draws progress and prints
         with Progress(TextColumn("[bold]evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as progress:
+                      console=console, transient=True, disable=not main) as progress:
             task = progress.add_task("eval", total=None)
             report, meta, out_dir = run_eval(settings, out,
                                     on_start=lambda n: progress.update(task, total=n),
                                     on_batch=lambda n: progress.advance(task, n))
+        if not main:
+            return
         title = f"{meta['method']} / {meta['backbone']} — map {meta['map']}, {meta['data']} {meta['split']}"
         console.print(metrics_table(title, report.metrics, HEADLINE))
         console.print(f"wrote {out_dir}/eval.json, curves.csv, curves.png, per_class.csv")

@@ -13,7 +13,8 @@ from saolctl.cli.errors import is_debug, user_errors
 from saolctl.cli.options import parse_model_options, read_config_file
 from saolctl.cli.progress import RichReporter, metrics_table
 from saolctl.data import DigitsConfig
-from saolctl.engine.train import TrainConfig, train
+from saolctl.engine.distributed import is_main_process
+from saolctl.engine.train import SilentReporter, TrainConfig, train
 
 
 def train_command(
@@ -31,7 +32,9 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    amp: bool = typer.Option(False, "--amp", help="Mixed precision (bfloat16 on CPU, float16 on CUDA)."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision (bfloat16 on CPU, float16 with a gradient scaler on CUDA)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Model and inputs in channels-last memory format."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model for training (CPU needs a C++ compiler)."),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
     data_format: Optional[str] = typer.Option(None, "--format", help="Force a layout: imagefolder, cub, wsol."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Folder of VOC XML boxes (ImageFolder layout)."),
@@ -54,16 +57,19 @@ def train_command(
             backbone=params["backbone"], epochs=params["epochs"], batch_size=params["batch_size"],
             lr=params["lr"], img_size=params["img_size"], pretrained=params["pretrained"],
             init=str(params["init"]) if params["init"] else None, seed=params["seed"], device=params["device"],
-            amp=params["amp"], workers=params["workers"], resume=params["resume"],
+            amp=params["amp"], channels_last=params["channels_last"], compile=params["compile"],
+            workers=params["workers"], resume=params["resume"],
             format=params.get("data_format") or params.get("format"),
             boxes_dir=str(params["boxes"]) if params.get("boxes") else None,
             strict_images=params["strict_images"], digits=digits,
             model_options={**file_opts.get("model_options", {}), **parse_model_options(params["option"])},
         )
         console = Console()
-        result = train(cfg, RichReporter(console, label=cfg.method))
-        console.print(metrics_table(f"{cfg.method}: last epoch (validation)", result.metrics))
-        console.print(f"run folder: {result.out}  (best: {result.best.name}, last: {result.last.name})")
+        main = is_main_process()  # under torchrun only rank 0 draws progress and prints
+        result = train(cfg, RichReporter(console, label=cfg.method) if main else SilentReporter())
+        if main:
+            console.print(metrics_table(f"{cfg.method}: last epoch (validation)", result.metrics))
+            console.print(f"run folder: {result.out}  (best: {result.best.name}, last: {result.last.name})")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from saolctl.data import DigitsConfig, LocalizationDataset, make_loader, open_dataset
 from saolctl.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, model_from_checkpoint
+from saolctl.engine.distributed import DistContext, barrier, cleanup, eval_sampler, init_distributed, sum_counters
 from saolctl.engine.evaluate import EvalReport, evaluate, summarize
 from saolctl.engine.train import autocast_factory, resolve_device
 from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
@@ -35,6 +36,7 @@ class EvalSettings:
     workers: int = 0
     device: str = "auto"
     amp: bool = False
+    channels_last: bool = False
     format: str | None = None
     boxes_dir: str | None = None
     strict_images: bool = False
@@ -124,10 +126,26 @@ def run_eval(
     settings: EvalSettings, out_dir: Path | None = None, on_batch: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> tuple[EvalReport, dict[str, Any], Path]:
-    """Evaluate a checkpoint; write eval.json, curves.csv/png, per_class.csv (default: beside it, eval-<split>)."""
+    """Evaluate a checkpoint; write eval.json, curves.csv/png, per_class.csv (default: beside it, eval-<split>).
+
+    Under ``torchrun`` each rank evaluates its own shard of the split (no image twice, none left out), the
+    counters are summed over ranks, and rank 0 writes the outputs: the metrics equal a single process's.
+    """
     if out_dir is not None:
         check_output_dir(out_dir)  # fail before the evaluation, not after it
-    device = resolve_device(settings.device)
+    ctx = init_distributed(resolve_device(settings.device))
+    try:
+        return _run_eval(settings, out_dir, on_batch, on_start, ctx)
+    finally:
+        cleanup(ctx)
+
+
+def _run_eval(
+    settings: EvalSettings, out_dir: Path | None, on_batch: Callable[[int], None] | None,
+    on_start: Callable[[int], None] | None, ctx: DistContext,
+) -> tuple[EvalReport, dict[str, Any], Path]:
+    """Evaluate on this process's shard, sum the counters over ranks, and write the outputs on rank 0."""
+    device = ctx.device
     if settings.ckpt is None:
         if not settings.pretrained_backbone or not settings.data:
             raise ValueError("without --ckpt, give --method cam --backbone NAME --pretrained and --data PATH")
@@ -140,13 +158,18 @@ def run_eval(
     ds, split = open_eval_dataset(run, settings)
     if settings.ckpt is None:
         check_imagenet_labels(ds, str(settings.data))
-    loader = make_loader(ds, settings.batch_size, shuffle=False, workers=settings.workers, seed=run.seed)
+    loader = make_loader(ds, settings.batch_size, shuffle=False, workers=settings.workers, seed=run.seed,
+                         sampler=eval_sampler(len(ds), ctx, settings.batch_size))
     if on_start is not None:
-        on_start(len(ds))
-    counters = evaluate(run.model, loader, num_classes=len(run.class_names), device=device,
+        on_start(len(loader.sampler))  # type: ignore[arg-type]  # this rank's shard
+    model = run.model
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    counters = evaluate(model, loader, num_classes=len(run.class_names), device=device,
                         with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=[kind], target=settings.target,
                         threshold_step=settings.threshold_step, on_batch=on_batch,
-                        autocast=autocast_factory(device, settings.amp))
+                        autocast=autocast_factory(device, settings.amp), channels_last=settings.channels_last)
+    sum_counters(counters.values(), ctx)  # exact: int64 counters of disjoint shards
     report = summarize(counters[kind], run.class_names)
     meta = {
         "checkpoint": str(settings.ckpt) if settings.ckpt else f"pretrained:{settings.pretrained_backbone}",
@@ -155,9 +178,11 @@ def run_eval(
         "img_size": run.img_size, "threshold_step": settings.threshold_step,
     }
     out_dir = out_dir or (Path(settings.ckpt).parent if settings.ckpt else Path("runs")) / f"eval-{split}"
-    write_eval_outputs(report, meta, out_dir)
-    if settings.ckpt is not None and split == "val" and "best_threshold" in report.metrics and kind == default_map_kind(method):
-        store_threshold(settings.ckpt, run.ckpt, float(report.metrics["best_threshold"]))
+    if ctx.is_main:  # only rank 0 writes
+        write_eval_outputs(report, meta, out_dir)
+        if settings.ckpt is not None and split == "val" and "best_threshold" in report.metrics and kind == default_map_kind(method):
+            store_threshold(settings.ckpt, run.ckpt, float(report.metrics["best_threshold"]))
+    barrier(ctx)
     return report, meta, out_dir
 
 

@@ -65,6 +65,28 @@ class EvalCounters:
         if self.mask is not None and other.mask is not None:
             self.mask.merge(other.mask)
 
+    def as_array(self) -> np.ndarray:
+        """Return every counter as one int64 vector (sum it across ranks, then :meth:`load_array`)."""
+        parts = [np.array([self.num_images, self.num_skipped, self.top1, self.top5], np.int64),
+                 self.class_images, self.class_top1, *(ev.counters for ev in self.box_v1), self.box_v2.counters]
+        if self.mask is not None:
+            parts.append(self.mask.counters)
+        return np.concatenate(parts).astype(np.int64)
+
+    def load_array(self, values: np.ndarray) -> None:
+        """Replace every counter with a vector laid out as :meth:`as_array`."""
+        v = np.asarray(values, dtype=np.int64).reshape(-1)
+        if v.size != self.as_array().size:
+            raise ValueError(f"expected {self.as_array().size} counters, got {v.size}")
+        self.num_images, self.num_skipped, self.top1, self.top5 = (int(x) for x in v[:4])
+        k, at = self.num_classes, 4
+        self.class_images, self.class_top1 = v[at:at + k].copy(), v[at + k:at + 2 * k].copy()
+        at += 2 * k
+        for ev in [*self.box_v1, self.box_v2, *([self.mask] if self.mask is not None else [])]:
+            n = ev.counters.size
+            ev.load_counters(v[at:at + n])
+            at += n
+
     def global_v1(self) -> BoxEvaluator:
         """Return the V1 evaluator of all classes together (sum of the per-class counters)."""
         total = self._box(False)
@@ -138,10 +160,12 @@ def evaluate(
     threshold_step: float = 0.001,
     on_batch: Callable[[int], None] | None = None,
     autocast: Callable[[], Any] | None = None,
+    channels_last: bool = False,
 ) -> dict[str, EvalCounters]:
     """Evaluate a model over batches (saolctl.data.Batch); return filled counters per map kind.
 
     Every map kind shares one forward pass per batch; the default is the method's default map.
+    ``channels_last`` feeds the images in torch.channels_last memory format (as the model's weights).
     """
     if target not in ("gt", "pred"):
         raise ValueError(f"target must be 'gt' or 'pred', got {target!r}")
@@ -155,6 +179,8 @@ def evaluate(
     context = autocast or contextlib.nullcontext
     for batch in batches:
         images = batch.images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = batch.labels.to(device, non_blocking=True)
         for c in counters.values():
             c.num_skipped += int(batch.num_skipped)

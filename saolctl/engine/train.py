@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ from saolctl.engine.checkpoint import (
     load_checkpoint,
     make_checkpoint,
     remove_stale_temps,
+)
+from saolctl.engine.distributed import (
+    DistContext, all_gather_objects, all_reduce_sum, barrier, broadcast_buffers, cleanup, eval_sampler,
+    init_distributed, sum_counters, train_sampler, wrap_ddp,
 )
 from saolctl.engine.evaluate import evaluate, summarize
 from saolctl.engine.recipes import Recipe, recipe_for
@@ -53,6 +58,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    channels_last: bool = False  # model weights and inputs in torch.channels_last memory format
+    compile: bool = False  # torch.compile the training forward (evaluation stays eager)
     workers: int = 0
     resume: bool = False
     format: str | None = None
@@ -217,17 +224,42 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Return ``torch.compile(model)``, failing in one line when the CPU backend has no C++ compiler."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise RuntimeError("--compile on CPU needs a C++ compiler (g++, c++ or clang++) on PATH; "
+                           "install one or drop --compile")
+    return torch.compile(model)
+
+
+def is_compile_error(exc: BaseException) -> bool:
+    """Return whether an exception was raised by torch.compile's machinery (dynamo / inductor)."""
+    return type(exc).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
 def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
-    """Train one model as ``config`` says and return where its files are."""
-    reporter = reporter or SilentReporter()
+    """Train one model as ``config`` says and return where its files are.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) every process runs this: DistributedDataParallel, a sharded
+    training order, validation counters summed over ranks; only rank 0 reports and writes files.
+    """
     recipe = config.recipe()
-    device = resolve_device(config.device)
+    ctx = init_distributed(resolve_device(config.device))
+    try:
+        return _train(config, recipe, reporter if ctx.is_main and reporter else SilentReporter(), ctx)
+    finally:
+        cleanup(ctx)
+
+
+def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistContext) -> TrainResult:
+    """Run the training loop of one process (the only one, or one rank of a torchrun)."""
+    device = ctx.device
     out = Path(config.out)
     _check_writable(out)
-    if out.is_dir():
+    if out.is_dir() and ctx.is_main:
         remove_stale_temps(out)  # hidden temp files of a save that a kill interrupted
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.seed + ctx.rank)  # CutMix: a different, reproducible stream per rank
 
     common = dict(img_size=recipe.img_size, format=config.format,
                   boxes_dir=Path(config.boxes_dir) if config.boxes_dir else None,
@@ -238,15 +270,27 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
 
     options = {**recipe.model_options, **config.model_options}
     model_cfg = make_config(recipe.backbone, config.method, num_classes, **options)
-    model = build_model(model_cfg, pretrained=recipe.pretrained, init=config.init).to(device)
+    net = build_model(model_cfg, pretrained=recipe.pretrained, init=config.init).to(device)
+    if config.channels_last:
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = wrap_ddp(net, ctx)  # `net` is the plain module: optimiser groups, evaluation, checkpoints
+    if config.compile:
+        model = compile_model(model, device)
+    if ctx.rank > 0:
+        torch.manual_seed(config.seed + ctx.rank)  # dropout and the like differ per rank (weights come from rank 0)
     objective = create_objective(model_cfg)
 
-    loader = make_loader(train_ds, recipe.batch_size, shuffle=True, workers=config.workers, seed=config.seed,
-                         drop_last=len(train_ds) > recipe.batch_size)
-    val_loader = make_loader(val_ds, recipe.batch_size, shuffle=False, workers=config.workers, seed=config.seed)
+    # per-process batches: the global batch is batch_size * world_size; the order is the same on every
+    # rank's sampler, augmentation seeds differ per rank (the SeededSampler's seed), so resumes stay exact.
+    sampler = train_sampler(len(train_ds), ctx, seed=config.seed)
+    n_local = len(sampler) if sampler is not None else len(train_ds)
+    loader = make_loader(train_ds, recipe.batch_size, shuffle=True, workers=config.workers,
+                         seed=config.seed + ctx.rank, sampler=sampler, drop_last=n_local > recipe.batch_size)
+    val_loader = make_loader(val_ds, recipe.batch_size, shuffle=False, workers=config.workers, seed=config.seed,
+                             sampler=eval_sampler(len(val_ds), ctx, recipe.batch_size))
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * recipe.epochs
-    optimizer = make_optimizer(recipe, model)
+    optimizer = make_optimizer(recipe, net)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total_steps, int(recipe.warmup_epochs * steps_per_epoch))
     )
@@ -257,7 +301,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
                  "val_split": config.val_split, "recipe": recipe.to_dict(),
                  "digits": asdict(config.digits) if config.digits else None}
     run_config = {"train": _plain(asdict(config)), "recipe": recipe.to_dict(), "model": model_cfg.to_dict(),
-                  "class_names": train_ds.class_names, "device": str(device)}
+                  "class_names": train_ds.class_names, "device": str(device), "world_size": ctx.world_size}
     start_epoch, best_top1, history = 0, -1.0, []
     last_path, best_path = out / "last.pt", out / "best.pt"
     resumed = load_checkpoint(last_path) if config.resume else None  # before anything is written
@@ -269,16 +313,20 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
             f"{was.get('num_classes')} classes, but this run builds {model_cfg.method}/{model_cfg.backbone} "
             f"with {model_cfg.num_classes}"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(run_config, indent=2, default=str))
+    if resumed is not None and int(resumed.get("world_size", 1)) != ctx.world_size:
+        raise ValueError(f"{last_path} was written by a run of {int(resumed.get('world_size', 1))} process(es); "
+                         f"resume it with the same number, not {ctx.world_size}")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(run_config, indent=2, default=str))
 
     if resumed is not None:
         ckpt = resumed
-        model.load_state_dict(ckpt["model"])
+        net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        restore_rng(rng, ckpt["rng"])
+        restore_rng(rng, ckpt["rng_by_rank"][ctx.rank] if ctx.enabled else ckpt["rng"])
         start_epoch = int(ckpt["epoch"]) + 1
         best_top1 = float(ckpt.get("best_top1", -1.0))
         if (out / "metrics.csv").exists():
@@ -294,9 +342,17 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         seen, t0 = 0, time.perf_counter()
         for step, batch in enumerate(loader):
             images = batch.images.to(device, non_blocking=True)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             labels = batch.labels.to(device, non_blocking=True)
-            with autocast():
-                terms = objective(model, images, labels, rng)
+            try:
+                with autocast():
+                    terms = objective(model, images, labels, rng)
+            except Exception as exc:
+                if config.compile and is_compile_error(exc):
+                    raise RuntimeError(f"--compile failed at epoch {epoch + 1}, step {step + 1} "
+                                       f"({type(exc).__name__}); run without --compile") from exc
+                raise
             if not torch.isfinite(terms.total):
                 raise NonFiniteLoss(
                     f"loss became {float(terms.total)} at epoch {epoch + 1}, step {step + 1}; "
@@ -313,32 +369,46 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
             seen += len(labels)
             reporter.step(epoch, step, values, seen / max(time.perf_counter() - t0, 1e-9))
         train_time = time.perf_counter() - t0
+        keys = sorted(sums)  # the same term names on every rank
+        totals = all_reduce_sum(np.array([float(seen), *(sums[k] for k in keys)], np.float64), ctx)
+        seen_all, sums = int(totals[0]), dict(zip(keys, totals[1:].tolist()))
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[-1],
-                               "train_images_per_s": seen / max(train_time, 1e-9)}
-        row.update({f"loss_{k}": v / max(seen, 1) for k, v in sums.items()})
-        counters = evaluate(model, val_loader, num_classes=num_classes, device=device,
+                               "train_images_per_s": seen_all / max(train_time, 1e-9)}
+        row.update({f"loss_{k}": v / max(seen_all, 1) for k, v in sums.items()})
+        broadcast_buffers(net, ctx)  # rank 0's BatchNorm statistics everywhere: what the checkpoint holds
+        counters = evaluate(net, val_loader, num_classes=num_classes, device=device,
                             with_boxes=val_ds.has_boxes, with_masks=False,
-                            threshold_step=config.threshold_step, autocast=autocast)
+                            threshold_step=config.threshold_step, autocast=autocast,
+                            channels_last=config.channels_last)
+        sum_counters(counters.values(), ctx)  # exact: the shards cover the split once, counters are int64
         report = summarize(next(iter(counters.values())), val_ds.class_names)
         row.update({f"val_{k}": v for k, v in report.metrics.items() if not isinstance(v, list)})
         history.append(row)
-        atomic_write_text(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
         metrics = row
         improved = row["val_top1"] > best_top1
         best_top1 = max(best_top1, row["val_top1"])
+        rng_states = all_gather_objects(rng_state(rng), ctx)
+        if not ctx.is_main:
+            continue  # only rank 0 writes files
+        atomic_write_text(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+        resume_state: dict[str, Any] = {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "rng": rng_states[0], "epoch": epoch, "best_top1": best_top1,
+        }
+        if ctx.enabled:
+            resume_state.update({"world_size": ctx.world_size, "rng_by_rank": rng_states})
         ckpt = make_checkpoint(
-            model, class_names=train_ds.class_names, img_size=recipe.img_size, data=data_desc,
+            net, class_names=train_ds.class_names, img_size=recipe.img_size, data=data_desc,
             metrics=_plain(row), best_threshold=row.get("val_best_threshold"), train=_plain(asdict(config)),
-            resume={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": rng_state(rng), "epoch": epoch,
-                    "best_top1": best_top1},
+            resume=resume_state,
         )
         atomic_save(ckpt, last_path)
         if improved:
-            for key in ("optimizer", "scheduler", "scaler", "rng"):
-                ckpt.pop(key)
+            for key in ("optimizer", "scheduler", "scaler", "rng", "world_size", "rng_by_rank"):
+                ckpt.pop(key, None)
             atomic_save(ckpt, best_path)
         reporter.epoch_end(epoch, row)
+    barrier(ctx)  # every rank returns once rank 0's files are written
     return TrainResult(out, last_path, best_path, metrics, pd.DataFrame(history))
 
 
