@@ -8,6 +8,7 @@ is a no-op, so the same code path serves both.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Protocol
@@ -179,16 +180,18 @@ def eval_sampler(n: int, ctx: DistContext, batch_size: int) -> Sampler[int] | No
 def wrap_ddp(model: nn.Module, ctx: DistContext, *, find_unused_parameters: bool = False) -> nn.Module:
     """Wrap a model in DistributedDataParallel when more than one process takes part.
 
-    Buffers are not broadcast at every forward (``broadcast_buffers=False``): SAOL's objective runs a
-    second, gradient-free forward on only some steps and some ranks, and a per-forward broadcast would
-    then pair up mismatched collectives. Call :func:`broadcast_buffers` before evaluating or saving.
+    Buffers are synced once at construction but not at every forward (``forward_sync_buffers=False``, or
+    ``broadcast_buffers=False`` on older torch): SAOL's objective runs a second, gradient-free forward on
+    only some steps and some ranks, and a per-forward broadcast would then pair up mismatched collectives.
+    Call :func:`broadcast_buffers` before evaluating or saving.
     """
     if not ctx.enabled:
         return model
+    ddp = nn.parallel.DistributedDataParallel
+    no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                       else {"broadcast_buffers": False})
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=device_ids, broadcast_buffers=False, find_unused_parameters=find_unused_parameters
-    )
+    return ddp(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters, **no_forward_sync)
 
 
 class SupportsCounters(Protocol):
