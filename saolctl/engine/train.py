@@ -91,7 +91,7 @@ class TrainConfig:
 
     def recipe(self) -> Recipe:
         """Return the data's recipe with this config's overrides applied."""
-        base = recipe_for(self.data)
+        base = recipe_for(self.data, self.backbone)
         r = base.with_overrides(
             backbone=self.backbone, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
             img_size=self.img_size, pretrained=self.pretrained,
