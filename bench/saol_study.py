@@ -25,6 +25,7 @@ from saolctl.engine.compare_run import CompareSettings, run_compare
 # name -> (method, model options). "saol" is the paper's reading of SPEC 1.3 with no additions.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "cam": ("cam", {}),
+    "abn": ("abn", {}),
     "saol": ("saol", {"att_entropy": 0.0}),
     "ent0.1": ("saol", {"att_entropy": 0.1}),
     "ent0.3": ("saol", {"att_entropy": 0.3}),
@@ -43,6 +44,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "attss+k3": ("saol", {"att_ss_weight": 1.0, "saol_att_kernel": 3}),
     "attss+grid16": ("saol", {"att_ss_weight": 1.0, "saol_grid": "penultimate"}),
     "attss3": ("saol", {"att_ss_weight": 3.0}),
+    "noss2": ("saol", {"ss2_weight": 0.0}),
+    "attss-ss2": ("saol", {"att_ss_weight": 1.0, "ss2_weight": 0.0}),
 }
 
 METRICS = ["top1", "max_box_acc", "max_box_acc_v2", "pxap", "val_top1", "val_max_box_acc_v2", "val_pxap",

@@ -355,7 +355,7 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
                 raise
             if not torch.isfinite(terms.total):
                 raise NonFiniteLoss(
-                    f"loss became {float(terms.total)} at epoch {epoch + 1}, step {step + 1}; "
+                    f"loss became {float(terms.total.detach())} at epoch {epoch + 1}, step {step + 1}; "
                     f"the last good checkpoint is {last_path if last_path.exists() else 'not written yet'}"
                 )
             optimizer.zero_grad(set_to_none=True)
