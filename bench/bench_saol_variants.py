@@ -50,7 +50,7 @@ def step_time(variant: str, args: argparse.Namespace, steps: int) -> float:
 def main() -> None:
     """Print each variant's median step time and its ratio to CAM."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", default="cam,saol,ent0.3,attss,grid16,k3,attcam")
+    p.add_argument("--variants", default="cam,saol,ent0.1,attss,attss-ss2,grid16,k3,attcam")
     p.add_argument("--backbone", default="cifar_resnet20")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--batch", type=int, default=64)

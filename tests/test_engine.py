@@ -30,11 +30,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("method,terms", [("cam", ["cls"]), ("abn", ["att", "per"]),
-                                          ("saol", ["cls", "gap", "ss1", "ss2", "entropy"])])
+                                          ("saol", ["cls", "gap", "ss1", "ss2", "entropy", "att_ss"])])
 def test_run_folder_holds_config_metrics_and_checkpoints(runs: dict[str, Path], method: str, terms: list[str]) -> None:
     out = runs[method]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["method"] == method and cfg["recipe"]["backbone"] == "cifar_resnet20"
+    # the digits recipe's defaults from the SAOL study (docs/saol-localization.md), the same for every method
+    assert cfg["model"]["cutmix"]["prob"] == 0.25
+    assert cfg["model"]["saol_loss"]["att_ss_weight"] == 1.0 and cfg["model"]["saol_loss"]["ss2_weight"] == 0.0
     metrics = pd.read_csv(out / "metrics.csv")
     assert len(metrics) == 1
     for t in terms + ["total"]:

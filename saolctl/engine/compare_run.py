@@ -220,6 +220,9 @@ def report_markdown(table: pd.DataFrame, settings: CompareSettings, ckpts: dict[
             verdict = "reaches" if default["max_box_acc_v2"] >= c["max_box_acc_v2"] else "does not reach"
             lines.append(f"On test, SAOL's default map {verdict} CAM's MaxBoxAccV2 ({default['max_box_acc_v2']:.1f} "
                          f"vs {c['max_box_acc_v2']:.1f}); top-1 {default['top1']:.1f} vs {c['top1']:.1f}.")
+            lines.append("The SAOL options each recipe uses, and a 3-seed study of the variants (none of which "
+                         "reached CAM's MaxBoxAccV2 on the embedded digits or on pets3), are in saolctl's "
+                         "docs/saol-localization.md.")
         lines.append("")
     if "curves" in files:
         lines += ["## BoxAcc vs threshold", "", f"![curves]({files['curves'].name})", ""]
