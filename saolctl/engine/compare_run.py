@@ -17,13 +17,12 @@ import pandas as pd
 import torch
 
 from saolctl.data import collate_samples, denormalize, make_loader
-from saolctl.engine.checkpoint import load_checkpoint
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.evaluate import evaluate, summarize
 from saolctl.engine.train import Reporter, TrainConfig, resolve_device, train
+from saolctl.engine.validation import check_int, check_model_options, check_output_dir, check_unit_interval
 from saolctl.localization.contours import largest_box
 from saolctl.localization.maps import MAP_KINDS, default_map_kind, score_maps
-from saolctl.engine.validation import check_int, check_model_options, check_output_dir, check_unit_interval
 from saolctl.models import METHODS, list_backbones
 from saolctl.report.figures import plot_curves, save_grid
 from saolctl.report.tables import markdown_table
@@ -90,13 +89,14 @@ def run_compare(
     on_stage: Callable[[str], None] | None = None,
 ) -> CompareResult:
     """Train what is missing, evaluate every method and map kind, and write the comparison files."""
-    check_methods(settings.methods, settings.ckpts)
     say = on_stage or (lambda _text: None)
     out = Path(settings.out)
     check_output_dir(out)
     device = resolve_device(settings.device)
+    runs: dict[str, LoadedRun] = {}
     for method, path in settings.ckpts.items():  # a bad checkpoint fails before anything is trained or written
-        held = load_checkpoint(path)["config"]["model"].get("method")
+        runs[method] = load_run(Path(path), device)
+        held = runs[method].model.config.method
         if held != method:
             raise ValueError(f"--ckpt {method}={path} holds a {held} model")
 
@@ -114,14 +114,12 @@ def run_compare(
 
     rows: list[dict[str, Any]] = []
     curves: dict[str, pd.DataFrame] = {}
-    runs: dict[str, LoadedRun] = {}
     thresholds: dict[tuple[str, str], float] = {}
     test_ds = None
     for method, path in ckpt_paths.items():
-        run = load_run(path, device)
-        if run.model.config.method != method:
-            raise ValueError(f"--ckpt {method}={path} holds a {run.model.config.method} model")
-        runs[method] = run
+        if method not in runs:  # trained here; given checkpoints were loaded above
+            runs[method] = load_run(path, device)
+        run = runs[method]
         kinds = list(MAP_KINDS[method])
         if method == "saol" and run.model.gap_head is None:
             kinds.remove("gapcam")

@@ -82,22 +82,7 @@ PHOTOS = Recipe(
 
 # Real photos with the offline ImageNet-pretrained EfficientNet-Lite0 (the one backbone whose weights
 # need no internet): last stage at stride 1 (14x14 maps at 224 px), small batches for small data sets.
-LITE0_PHOTOS = Recipe(
-    name="lite0-photos",
-    backbone="efficientnet_lite0",
-    optimizer="sgd",
-    img_size=224,
-    epochs=10,
-    batch_size=16,
-    lr=0.01,
-    backbone_lr_mult=0.1,
-    weight_decay=1e-4,
-    momentum=0.9,
-    warmup_epochs=0.0,
-    pretrained=True,
-    # SAOL options as chosen on pets3's validation split (docs/saol-localization.md); CAM and ABN ignore them
-    model_options={"last_stride": 1, "att_ss_weight": 1.0, "ss2_weight": 0.0},
-)
+LITE0_PHOTOS = replace(PHOTOS, name="lite0-photos", backbone="efficientnet_lite0", batch_size=16)
 
 
 def recipe_for(source: str, backbone: str | None = None) -> Recipe:

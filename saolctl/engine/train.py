@@ -92,19 +92,10 @@ class TrainConfig:
     def recipe(self) -> Recipe:
         """Return the data's recipe with this config's overrides applied."""
         base = recipe_for(self.data, self.backbone)
-        r = base.with_overrides(
+        return base.with_overrides(  # the overrides were range-checked in __post_init__
             backbone=self.backbone, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
             img_size=self.img_size, pretrained=self.pretrained,
         )
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
-        if self.img_size is not None and self.img_size < 16:
-            raise ValueError(f"--img-size must be at least 16, got {self.img_size}")
-        return r
 
 
 class Reporter(Protocol):

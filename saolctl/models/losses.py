@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from saolctl.data.cutmix import MixedBatch, cutmix
+from saolctl.models.heads import resize_to
 from saolctl.models.outputs import ModelOutput
 
 EPS = 1e-8
@@ -126,8 +127,7 @@ def cam_attention_target(features: Tensor, fc_weight: Tensor, labels_a: Tensor, 
     features: X^L (B, C, h, w); fc_weight: the GAP-FC head's weights (K, C); maps are resized to the grid.
     """
     cams = torch.einsum("bchw,bkc->bkhw", features, torch.stack([fc_weight[labels_a], fc_weight[labels_b]], 1))
-    if tuple(cams.shape[-2:]) != tuple(grid):
-        cams = F.interpolate(cams, size=grid, mode="bilinear", align_corners=False)
+    cams = resize_to(cams, grid, "bilinear")
     target_a, target_b = normalize_mass(cams[:, 0]), normalize_mass(cams[:, 1])
     return lam * target_a + (1.0 - lam) * target_b
 
