@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,9 @@ from saolctl.engine.distributed import (
 )
 from saolctl.engine.evaluate import evaluate, summarize
 from saolctl.engine.recipes import Recipe, recipe_for
-from saolctl.engine.validation import check_int, check_model_options, check_number, check_unit_interval
+from saolctl.engine.validation import (
+    check_int, check_model_options, check_number, check_output_dir, check_unit_interval,
+)
 from saolctl.models import METHODS, build_model, create_objective, list_backbones, make_config
 
 
@@ -246,7 +247,7 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
     """Run the training loop of one process (the only one, or one rank of a torchrun)."""
     device = ctx.device
     out = Path(config.out)
-    _check_writable(out)
+    check_output_dir(out)
     if out.is_dir() and ctx.is_main:
         remove_stale_temps(out)  # hidden temp files of a save that a kill interrupted
     torch.manual_seed(config.seed)
@@ -401,17 +402,6 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
         reporter.epoch_end(epoch, row)
     barrier(ctx)  # every rank returns once rank 0's files are written
     return TrainResult(out, last_path, best_path, metrics, pd.DataFrame(history))
-
-
-def _check_writable(out: Path) -> None:
-    """Fail early, in one line, when the output folder cannot be created or written."""
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise NotADirectoryError(f"output path {out} is inside a file: {probe}")
-    if not os.access(probe, os.W_OK):
-        raise PermissionError(f"output folder is not writable: {probe}")
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
