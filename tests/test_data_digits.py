@@ -87,7 +87,7 @@ def test_open_digits_eval_batches_carry_box_and_mask() -> None:
     batch = next(iter(make_loader(ds, 8, shuffle=False, workers=0, seed=0)))
     data = generate_split("val", SMALL, seed=0)
     assert batch.images.shape == (8, 3, 64, 64) and batch.masks is not None and batch.ignore is not None
-    assert torch.equal(batch.masks, torch.from_numpy(data.masks[:8])) and not batch.ignore.any()
+    assert torch.equal(batch.masks, torch.from_numpy(data.masks[:8].copy())) and not batch.ignore.any()
     assert [b.tolist() for b in batch.boxes] == [[list(map(int, data.boxes[i]))] for i in range(8)]
     assert batch.paths[0] == "digits:0" and batch.orig_sizes[0].tolist() == [64, 64]
 

@@ -54,13 +54,13 @@ def test_paste_bce_against_a_known_mask() -> None:
     y[0, 0, 0, 0], y[0, 1, 0, 0], y[0, 2, 0, 0] = 0.4, 0.1, 0.5
     y[0, 0, 0, 1], y[0, 1, 0, 1], y[0, 2, 0, 1] = 0.1, 0.4, 0.5
     pasted = torch.tensor([[0.0, 1.0]])
-    loss = paste_bce(y, torch.tensor([0]), torch.tensor([1]), pasted)
+    loss = paste_bce(y.log(), torch.tensor([0]), torch.tensor([1]), pasted)
     expected = -(math.log(1 - 0.2) + math.log(0.8)) / 2
     assert abs(float(loss) - expected) < 1e-5
 
 
 def test_paste_bce_ignores_images_whose_two_labels_agree() -> None:
-    y = torch.full((2, 2, 1, 1), 0.5)
+    y = torch.full((2, 2, 1, 1), 0.5).log()
     assert float(paste_bce(y, torch.tensor([1, 0]), torch.tensor([1, 0]), torch.ones(1, 1))) == 0.0
 
 

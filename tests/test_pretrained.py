@@ -10,6 +10,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from saolctl.errors import UserError
 from saolctl.models import PretrainedUnavailable, create_model
 from saolctl.models.backbones import EfficientNetLite0, load_lite0_imagenet
 
@@ -71,5 +72,5 @@ def test_init_loads_a_local_state_dict(tmp_path: Path) -> None:
     torch.save({"nonsense.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="keys do not match"):
         create_model("cifar_resnet20", "cam", num_classes=3, init=tmp_path / "bad.pth")
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         create_model("cifar_resnet20", "cam", num_classes=3, init=tmp_path / "missing.pth")

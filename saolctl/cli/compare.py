@@ -12,6 +12,7 @@ from saolctl.cli.errors import is_debug, user_errors
 from saolctl.cli.options import parse_model_options, split_pairs
 from saolctl.cli.progress import RichReporter
 from saolctl.engine.compare_run import CompareSettings, run_compare
+from saolctl.errors import UserError
 from saolctl.report.tables import rich_table
 
 
@@ -24,7 +25,10 @@ def compare_command(
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone for methods trained here (default: recipe)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch for methods trained here (default: recipe); evaluation batch (default 128)."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision in training and evaluation (bfloat16 on CPU, float16 on CUDA)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Model and inputs in channels-last memory format."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: 0 for the embedded digits, else one per core up to 8)."),
     thresholds_step: float = typer.Option(0.001, "--thresholds-step", help="Step of the CAM thresholds."),
     option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Model option KEY=VALUE for methods trained here."),
     out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Output folder."),
@@ -32,11 +36,12 @@ def compare_command(
     """Compare CAM, ABN and SAOL: table, curves, map grid and report.md."""
     with user_errors(is_debug(ctx)):
         if epochs is not None and epochs < 1:
-            raise ValueError(f"--epochs must be at least 1, got {epochs}")
+            raise UserError(f"--epochs must be at least 1, got {epochs}")
         settings = CompareSettings(
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()), ckpts={m: Path(p) for m, p in split_pairs(ckpt, '--ckpt', 'METHOD=PATH')},
             data=data, out=out, seed=seed, epochs=epochs, backbone=backbone, device=device, workers=workers,
-            threshold_step=thresholds_step, model_options=parse_model_options(option),
+            threshold_step=thresholds_step, model_options=parse_model_options(option), batch_size=batch_size,
+            amp=amp, channels_last=channels_last,
         )
         console = Console()
         result = run_compare(settings, reporter_for=lambda m: RichReporter(console, label=m),

@@ -13,6 +13,7 @@ from saolctl.cli.errors import is_debug, user_errors
 from saolctl.cli.progress import metrics_table
 from saolctl.engine.distributed import is_main_process
 from saolctl.engine.eval_run import EvalSettings, run_eval
+from saolctl.errors import UserError
 
 HEADLINE = ["top1", "top5", "gt_known_loc", "top1_loc", "max_box_acc", "max_box_acc_v2", "box_acc_iou30",
             "box_acc_iou50", "box_acc_iou70", "best_threshold", "pxap", "num_images", "num_localized",
@@ -32,7 +33,7 @@ def eval_command(
     target: str = typer.Option("gt", "--target", help="Class whose map is scored: gt (GT-known) or pred."),
     thresholds_step: float = typer.Option(0.001, "--thresholds-step", help="Step of the CAM thresholds in [0, 1)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Batch size."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: 0 for the embedded digits, else one per core up to 8)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (bfloat16 on CPU, float16 on CUDA)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Model and inputs in channels-last memory format."),
@@ -44,14 +45,14 @@ def eval_command(
     """Evaluate a checkpoint: top-1/5, MaxBoxAcc, MaxBoxAccV2, GT-known / Top-1 Loc, PxAP."""
     with user_errors(is_debug(ctx)):
         if batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+            raise UserError(f"--batch-size must be at least 1, got {batch_size}")
         if ckpt is None and not (method == "cam" and backbone and pretrained and data):
-            raise ValueError("give --ckpt PATH, or --method cam --backbone NAME --pretrained --data PATH "
-                             "for an off-the-shelf ImageNet classifier's CAM")
+            raise UserError("give --ckpt PATH, or --method cam --backbone NAME --pretrained --data PATH "
+                            "for an off-the-shelf ImageNet classifier's CAM")
         if ckpt is not None and (method or backbone or pretrained):
-            raise ValueError("--method/--backbone/--pretrained are for evaluating without --ckpt; the checkpoint says them")
+            raise UserError("--method/--backbone/--pretrained are for evaluating without --ckpt; the checkpoint says them")
         if target not in ("gt", "pred"):
-            raise ValueError(f"--target must be gt or pred, got {target!r}")
+            raise UserError(f"--target must be gt or pred, got {target!r}")
         settings = EvalSettings(ckpt=ckpt, data=data, split=split, map_kind=map_kind, target=target,
                                 threshold_step=thresholds_step, batch_size=batch_size, workers=workers,
                                 device=device, amp=amp, channels_last=channels_last, format=data_format,

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from saolctl.cli.errors import is_debug, user_errors
 from saolctl.engine.localize_run import LocalizeSettings, run_localize
+from saolctl.errors import UserError
 from saolctl.report.tables import rich_table
 
 
@@ -27,9 +28,9 @@ def localize_command(
     """Draw each image's map, predicted box and class; write predictions.csv/json with boxes in image pixels."""
     with user_errors(is_debug(ctx)):
         if threshold is not None and not 0.0 <= threshold < 1.0:
-            raise ValueError(f"--threshold must be in [0, 1), got {threshold}")
+            raise UserError(f"--threshold must be in [0, 1), got {threshold}")
         if num < 1:
-            raise ValueError(f"--num must be at least 1, got {num}")
+            raise UserError(f"--num must be at least 1, got {num}")
         settings = LocalizeSettings(ckpt=ckpt, inputs=tuple(images or ()), threshold=threshold, target=target,
                                     map_kind=map_kind, num_samples=num, device=device)
         df = run_localize(settings, out)

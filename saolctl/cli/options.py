@@ -8,6 +8,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import typer
+
+from saolctl.errors import UserError
 from saolctl.models import list_options
 
 
@@ -27,7 +30,7 @@ def split_pairs(pairs: list[str] | None, option: str, form: str) -> list[tuple[s
     out = []
     for pair in pairs or []:
         if "=" not in pair:
-            raise ValueError(f"{option} expects {form}, got {pair!r}")
+            raise UserError(f"{option} expects {form}, got {pair!r}")
         key, value = pair.split("=", 1)
         out.append((key.strip(), value))
     return out
@@ -39,7 +42,7 @@ def parse_model_options(pairs: list[str] | None) -> dict[str, Any]:
     for key, value in split_pairs(pairs, "--option", "KEY=VALUE"):
         key = key.replace("-", "_")
         if key not in list_options():
-            raise ValueError(f"unknown model option {key!r}; valid: {', '.join(list_options())}")
+            raise UserError(f"unknown model option {key!r}; valid: {', '.join(list_options())}")
         out[key] = parse_value(value)
     return out
 
@@ -49,12 +52,37 @@ def read_config_file(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise UserError(f"config file not found: {path}")
     text = path.read_text()
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}")
+        raise UserError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}")
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a table of options")
+        raise UserError(f"config file {path} must hold a table of options")
     return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def option_keys(ctx: typer.Context) -> dict[str, str]:
+    """Map every key a config file may use for a command's options (long option names, - or _) to its parameter."""
+    keys: dict[str, str] = {}
+    for param in ctx.command.params:
+        for opt in param.opts:
+            if opt.startswith("--"):
+                keys[opt[2:].replace("-", "_")] = param.name or ""
+    return keys
+
+
+def config_file_params(ctx: typer.Context, file_opts: dict[str, Any], tables: tuple[str, ...],
+                       path: Path | None) -> dict[str, Any]:
+    """Return a config file's values keyed by parameter name; a key that is no option of the command fails.
+
+    The keys are exactly the command's long options (one source of truth: what a file may say, a flag can),
+    plus the named ``tables`` (e.g. ``model_options``, ``digits``), which the caller reads itself.
+    """
+    keys = option_keys(ctx)
+    keys.pop("config", None)
+    unknown = sorted(k for k in file_opts if k not in keys and k not in tables)
+    if unknown:
+        raise UserError(f"unknown key(s) in {path}: {', '.join(unknown)}; valid: {', '.join(sorted([*keys, *tables]))}")
+    return {keys[k]: v for k, v in file_opts.items() if k in keys}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,11 +9,12 @@ import typer
 from rich.console import Console
 
 from saolctl.cli.errors import is_debug, user_errors
-from saolctl.cli.options import parse_model_options, read_config_file
+from saolctl.cli.options import config_file_params, parse_model_options, read_config_file
 from saolctl.cli.progress import RichReporter, metrics_table
 from saolctl.data import DigitsConfig
 from saolctl.engine.distributed import is_main_process
 from saolctl.engine.train import SilentReporter, TrainConfig, train
+from saolctl.errors import UserError
 
 
 def train_command(
@@ -35,7 +35,7 @@ def train_command(
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (bfloat16 on CPU, float16 with a gradient scaler on CUDA)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Model and inputs in channels-last memory format."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model for training (CPU needs a C++ compiler)."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: 0 for the embedded digits, else one per core up to 8)."),
     data_format: Optional[str] = typer.Option(None, "--format", help="Force a layout: imagefolder, cub, wsol."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Folder of VOC XML boxes (ImageFolder layout)."),
     strict_images: bool = typer.Option(False, "--strict-images", help="Fail on an unreadable image instead of skipping it."),
@@ -44,14 +44,11 @@ def train_command(
 ) -> None:
     """Train a classifier with a SAOL, CAM or ABN output layer."""
     with user_errors(is_debug(ctx)):
-        given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+        given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}
         file_opts = read_config_file(config)
-        params = {**ctx.params, **{k: v for k, v in file_opts.items() if k not in given}}
-        known = {f.name for f in fields(TrainConfig)} | {"option", "config", "data_format", "boxes"}
+        from_file = config_file_params(ctx, file_opts, ("model_options", "digits"), config)
+        params = {**ctx.params, **{k: v for k, v in from_file.items() if k not in given}}
         digits = DigitsConfig.from_dict(file_opts["digits"]) if "digits" in file_opts else None
-        unknown = sorted(set(file_opts) - known)
-        if unknown:
-            raise ValueError(f"unknown key(s) in {config}: {', '.join(unknown)}")
         cfg = TrainConfig(
             method=params["method"], data=str(params["data"]), out=Path(params["out"]),
             backbone=params["backbone"], epochs=params["epochs"], batch_size=params["batch_size"],
@@ -59,8 +56,7 @@ def train_command(
             init=str(params["init"]) if params["init"] else None, seed=params["seed"], device=params["device"],
             amp=params["amp"], channels_last=params["channels_last"], compile=params["compile"],
             workers=params["workers"], resume=params["resume"],
-            format=params.get("data_format") or params.get("format"),
-            boxes_dir=str(params["boxes"]) if params.get("boxes") else None,
+            format=params["data_format"], boxes_dir=str(params["boxes"]) if params["boxes"] else None,
             strict_images=params["strict_images"], digits=digits,
             model_options={**file_opts.get("model_options", {}), **parse_model_options(params["option"])},
         )

@@ -188,9 +188,12 @@ def open_dataset(
     )
 
 
-def load_eval_image(path: str | Path, img_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Load one image file with the eval transform: (3, S, S) normalised tensor and its original (w, h)."""
-    image = read_rgb(path)
+def load_eval_image(path: str | Path, img_size: int, *, upright: bool = False) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Load one image file with the eval transform: (3, S, S) normalised tensor and its (w, h) as read.
+
+    ``upright`` applies the file's EXIF orientation first (a user's photo), so (w, h) is the upright frame.
+    """
+    image = read_rgb(path, upright=upright)
     size = image.size
     sample = Sample(image, -1, np.zeros((0, 4), np.int64), size, None, None, size, 0, str(path))
     return eval_transform(img_size)(sample).image, size  # type: ignore[return-value]

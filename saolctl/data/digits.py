@@ -13,8 +13,9 @@ classes equally often (n // 10 or one more each).
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from saolctl.data.boxes import mask_to_box
 from saolctl.data.errors import DataError
 
 DIGIT_CLASSES: list[str] = [str(d) for d in range(10)]
+MARKER = "saolctl_digits.json"  # written into metadata/ by write_digits: the folder holds the embedded digits
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -235,8 +237,13 @@ def render_digit_image(
     return image, mask
 
 
+@lru_cache(maxsize=3)
 def generate_split(split: str, config: DigitsConfig, seed: int) -> DigitsSplit:
-    """Generate one split of the digits dataset, deterministically from the seed."""
+    """Generate one split of the digits dataset, deterministically from the seed (read-only arrays).
+
+    The result depends only on the arguments, so one process keeps the last three splits it made:
+    `compare` trains and evaluates several methods on the same splits and generates each once.
+    """
     if split not in _SPLIT_IDS:
         raise DataError(f"unknown split {split!r} for digits: use train, val or test")
     config.validate()
@@ -260,7 +267,7 @@ def generate_split(split: str, config: DigitsConfig, seed: int) -> DigitsSplit:
         if not len(box):  # cannot happen with the default threshold; keep the invariant anyway
             raise DataError(f"digits generator produced an empty mask (split {split}, image {i})")
         boxes[i] = box[0]
-    return DigitsSplit(
+    split_data = DigitsSplit(
         images=images,
         labels=source_labels[targets].astype(np.int64),
         boxes=boxes,
@@ -268,6 +275,9 @@ def generate_split(split: str, config: DigitsConfig, seed: int) -> DigitsSplit:
         source_ids=targets.astype(np.int64),
         seconds=time.perf_counter() - start,
     )
+    for array in (split_data.images, split_data.labels, split_data.boxes, split_data.masks, split_data.source_ids):
+        array.flags.writeable = False  # shared by every caller of the cache
+    return split_data
 
 
 def write_digits(out_dir: str | Path, config: DigitsConfig | None = None, seed: int = 0) -> Path:
@@ -276,6 +286,8 @@ def write_digits(out_dir: str | Path, config: DigitsConfig | None = None, seed: 
     root = Path(out_dir)
     (root / "metadata").mkdir(parents=True, exist_ok=True)
     (root / "metadata" / "class_names.txt").write_text("\n".join(DIGIT_CLASSES) + "\n")
+    marker = {"dataset": "saolctl digits", "seed": seed, "config": asdict(config)}
+    (root / "metadata" / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     s = config.image_size
     for split in _SPLIT_IDS:
         data = generate_split(split, config, seed)
@@ -302,3 +314,8 @@ def write_digits(out_dir: str | Path, config: DigitsConfig | None = None, seed: 
         ):
             (meta / name).write_text("\n".join(lines) + "\n")
     return root
+
+
+def is_digits_folder(source: str | Path) -> bool:
+    """Return whether a data source is a folder that ``write_digits`` wrote (so the digits recipe fits it)."""
+    return str(source) != "digits" and (Path(source) / "metadata" / MARKER).is_file()

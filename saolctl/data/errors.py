@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from saolctl.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A dataset or image that cannot be used; the message is one line naming the path."""
 
 

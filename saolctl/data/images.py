@@ -3,7 +3,8 @@
 Every mode PIL can open becomes 8-bit RGB: grayscale is replicated, alpha is dropped (as
 ``Image.convert('RGB')`` does, like torchvision and the WSOL reference), CMYK/YCbCr/palette are
 converted, and 16-bit or 32-bit integer images are scaled down to 8 bits instead of clipped.
-EXIF orientation is not applied (boxes are given in the stored pixel frame).
+EXIF orientation is not applied to dataset images (the reference's boxes are in the stored pixel frame);
+``upright=True`` applies it, for user photos shown as their camera meant them (``localize``).
 Truncated files raise: ``ImageFile.LOAD_TRUNCATED_IMAGES`` (global state) is never set.
 """
 
@@ -13,7 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from saolctl.data.errors import DataError
 
@@ -63,20 +64,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_rgb(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file as 8-bit RGB; raises the decoder's own error if broken."""
+def decode_rgb(path: str | Path, *, upright: bool = False) -> Image.Image:
+    """Open and fully decode an image file as 8-bit RGB (turned by its EXIF orientation when ``upright``)."""
     with open(path, "rb") as f:  # the loaded image outlives the file (Image.close() would drop its pixels)
         if os.fstat(f.fileno()).st_size == 0:
             raise EOFError("empty file (0 bytes)")
         image = Image.open(f)
         image.load()
+        if upright:
+            image = ImageOps.exif_transpose(image)
     return to_rgb(image)
 
 
-def read_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file as RGB, raising DataError naming the file when it cannot be read."""
+def read_rgb(path: str | Path, *, upright: bool = False) -> Image.Image:
+    """Decode an image file as RGB (upright: EXIF orientation applied), raising DataError naming a broken file."""
     try:
-        return decode_rgb(path)
+        return decode_rgb(path, upright=upright)
     except DECODE_ERRORS as err:
         raise DataError(f"cannot read image {path}: {describe_error(err)}") from err
 

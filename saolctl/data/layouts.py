@@ -366,3 +366,14 @@ def read_index(
     if fmt == "wsol":
         return read_wsol(path, split, load_targets=load_targets)
     raise DataError(f"unknown data format {fmt!r} for {path}: use one of {', '.join(FORMATS)}")
+
+
+def has_split(source: str | Path, split: str, format: str | None = None) -> bool:
+    """Return whether a data source has a split at all (it may still fail to load: that is an error, not absence)."""
+    fmt = format or detect_format(source)
+    if fmt in ("digits", "cub"):
+        return split in SPLITS  # the embedded digits and CUB's official split (val carved from train) have all three
+    path = Path(source)
+    if fmt == "wsol":
+        return (path / "metadata" / split / "image_ids.txt").is_file()
+    return (path / split).is_dir()

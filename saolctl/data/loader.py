@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
@@ -164,6 +165,22 @@ class Loader(DataLoader):
                     record(path, reason)
             if len(batch):
                 yield batch
+
+
+def default_workers(source: str) -> int:
+    """Return DataLoader workers for a source: none for the in-memory digits, else one per core up to 8.
+
+    Decoding and augmenting photos in the main process starves a GPU; torchvision's references default
+    to many workers for the same reason. The embedded digits are generated in memory, where worker
+    processes only add start-up and copying costs.
+    """
+    if source == "digits":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def make_loader(

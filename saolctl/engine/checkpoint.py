@@ -15,13 +15,14 @@ import torchvision
 from torch import nn
 
 import saolctl
+from saolctl.errors import UserError
 from saolctl.models import ModelConfig, build_model
 
 FORMAT = "saolctl"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used: missing, unreadable, unsafe, or of another kind."""
 
 

@@ -8,19 +8,22 @@ split (where thresholds are chosen) and on the test split (the reported numbers)
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 
-from saolctl.data import collate_samples, denormalize, make_loader
+from saolctl.data import collate_samples, default_workers, denormalize, make_loader
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.evaluate import evaluate, summarize
-from saolctl.engine.train import Reporter, TrainConfig, resolve_device, train
+from saolctl.engine.train import Reporter, TrainConfig, autocast_factory, resolve_device, train
 from saolctl.engine.validation import check_int, check_model_options, check_output_dir, check_unit_interval
+from saolctl.errors import UserError
 from saolctl.localization.contours import largest_box
 from saolctl.localization.maps import MAP_KINDS, default_map_kind, score_maps
 from saolctl.models import METHODS, list_backbones
@@ -44,7 +47,10 @@ class CompareSettings:
     epochs: int | None = None
     backbone: str | None = None
     device: str = "auto"
-    workers: int = 0
+    workers: int | None = None  # None: none for the in-memory digits, else one per core up to 8
+    batch_size: int | None = None  # training batch (default: recipe); evaluation uses it too (default 128)
+    amp: bool = False
+    channels_last: bool = False
     threshold_step: float = 0.001
     grid_images: int = 6
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -55,9 +61,10 @@ class CompareSettings:
         """Check methods, names and ranges before anything is trained or written."""
         check_methods(self.methods, self.ckpts)
         if self.backbone is not None and self.backbone not in list_backbones():
-            raise ValueError(f"unknown backbone {self.backbone!r}; valid: {', '.join(list_backbones())}")
+            raise UserError(f"unknown backbone {self.backbone!r}; valid: {', '.join(list_backbones())}")
         check_int("--epochs", self.epochs, 1, optional=True)
-        check_int("--workers", self.workers, 0)
+        check_int("--workers", self.workers, 0, optional=True)
+        check_int("--batch-size", self.batch_size, 1, optional=True)
         check_unit_interval("--thresholds-step", self.threshold_step, open_low=True)
         check_model_options(self.model_options)
 
@@ -69,18 +76,19 @@ class CompareResult:
     table: pd.DataFrame
     out: Path
     files: dict[str, Path]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage (train:cam, eval:cam:val, ...)
 
 
 def check_methods(methods: tuple[str, ...], ckpts: dict[str, Path]) -> None:
     """Raise ValueError for unknown or repeated methods, or checkpoints of methods not compared."""
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ValueError(f"unknown method(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(METHODS)}")
+        raise UserError(f"unknown method(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(METHODS)}")
     if len(set(methods)) != len(methods):
-        raise ValueError(f"a method is named twice in --methods: {','.join(methods)}")
+        raise UserError(f"a method is named twice in --methods: {','.join(methods)}")
     extra = sorted(set(ckpts) - set(methods))
     if extra:
-        raise ValueError(f"--ckpt given for {', '.join(extra)}, which is not in --methods")
+        raise UserError(f"--ckpt given for {', '.join(extra)}, which is not in --methods")
 
 
 def run_compare(
@@ -94,11 +102,14 @@ def run_compare(
     check_output_dir(out)
     device = resolve_device(settings.device)
     runs: dict[str, LoadedRun] = {}
+    seconds: dict[str, float] = {}
+    workers = default_workers(settings.data) if settings.workers is None else settings.workers
+    autocast = autocast_factory(device, settings.amp)
     for method, path in settings.ckpts.items():  # a bad checkpoint fails before anything is trained or written
         runs[method] = load_run(Path(path), device)
         held = runs[method].model.config.method
         if held != method:
-            raise ValueError(f"--ckpt {method}={path} holds a {held} model")
+            raise UserError(f"--ckpt {method}={path} holds a {held} model")
 
     ckpt_paths: dict[str, Path] = {}
     for method in settings.methods:
@@ -107,10 +118,12 @@ def run_compare(
             continue
         say(f"training {method} (same recipe and budget for every method)")
         cfg = TrainConfig(method=method, data=settings.data, out=out / method, backbone=settings.backbone,
-                          epochs=settings.epochs, seed=settings.seed, device=settings.device,
+                          epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,
+                          device=settings.device, amp=settings.amp, channels_last=settings.channels_last,
                           workers=settings.workers, val_split=settings.val_split,
                           model_options=settings.model_options)
-        ckpt_paths[method] = train(cfg, reporter_for(method) if reporter_for else None).best
+        with timer(seconds, f"train:{method}"):
+            ckpt_paths[method] = train(cfg, reporter_for(method) if reporter_for else None).best
 
     rows: list[dict[str, Any]] = []
     curves: dict[str, pd.DataFrame] = {}
@@ -129,10 +142,13 @@ def run_compare(
             ds, _ = open_eval_dataset(run, EvalSettings(ckpt=path, data=settings.data, split=split))
             if split == settings.test_split:
                 test_ds = ds
-            loader = make_loader(ds, 128, shuffle=False, workers=settings.workers, seed=settings.seed)
-            counters = evaluate(run.model, loader, num_classes=len(run.class_names), device=device,
-                                with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=kinds,
-                                threshold_step=settings.threshold_step)
+            loader = make_loader(ds, settings.batch_size or 128, shuffle=False, workers=workers, seed=settings.seed)
+            model = run.model.to(memory_format=torch.channels_last) if settings.channels_last else run.model
+            with timer(seconds, f"eval:{method}:{split}"):
+                counters = evaluate(model, loader, num_classes=len(run.class_names), device=device,
+                                    with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=kinds,
+                                    threshold_step=settings.threshold_step, autocast=autocast,
+                                    channels_last=settings.channels_last)
             results[split] = {k: summarize(c, run.class_names) for k, c in counters.items()}
         for kind in kinds:
             test, val = results[settings.test_split][kind], results[settings.val_split][kind]
@@ -152,15 +168,28 @@ def run_compare(
 
     files = {"csv": out / "compare.csv", "json": out / "compare.json", "report": out / "report.md"}
     table.to_csv(files["csv"], index=False)
+    with timer(seconds, "figures"):
+        if curves:
+            files["curves"] = plot_curves(curves, out / "curves.png",
+                                          title=f"BoxAcc vs threshold — {settings.data} test")
+        if test_ds is not None and test_ds.has_boxes and settings.grid_images > 0:
+            files["grid"] = _grid(runs, test_ds, thresholds, settings, device, out / "grid.png")
     files["json"].write_text(json.dumps({"data": settings.data, "seed": settings.seed,
                                          "checkpoints": {m: str(p) for m, p in ckpt_paths.items()},
+                                         "seconds": {k: round(v, 2) for k, v in seconds.items()},
                                          "rows": table.to_dict("records")}, indent=2, default=float))
-    if curves:
-        files["curves"] = plot_curves(curves, out / "curves.png", title=f"BoxAcc vs threshold — {settings.data} test")
-    if test_ds is not None and test_ds.has_boxes and settings.grid_images > 0:
-        files["grid"] = _grid(runs, test_ds, thresholds, settings, device, out / "grid.png")
     files["report"].write_text(report_markdown(table, settings, ckpt_paths, files))
-    return CompareResult(table, out, files)
+    return CompareResult(table, out, files, seconds)
+
+
+@contextmanager
+def timer(seconds: dict[str, float], key: str) -> Iterator[None]:
+    """Add the wall time of the block to ``seconds[key]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
 
 
 @torch.no_grad()

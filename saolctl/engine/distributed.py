@@ -19,6 +19,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
+from saolctl.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -49,9 +51,9 @@ def env_ranks(env: Mapping[str, str] | None = None) -> tuple[int, int, int]:
         rank = int(env.get("RANK", "0"))
         local = int(env.get("LOCAL_RANK", str(rank)))
     except ValueError as exc:
-        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers: {exc}") from None
+        raise UserError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers: {exc}") from None
     if world < 1 or not 0 <= rank < world or local < 0:
-        raise ValueError(f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local}")
+        raise UserError(f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local}")
     return rank, world, local
 
 
@@ -71,14 +73,14 @@ def init_distributed(device: torch.device, env: Mapping[str, str] | None = None)
         return DistContext(device=device)
     if device.type == "cuda":
         if local >= torch.cuda.device_count():
-            raise RuntimeError(f"LOCAL_RANK {local} but this node has {torch.cuda.device_count()} CUDA device(s); "
-                               "use --nproc_per_node <= the number of GPUs")
+            raise UserError(f"LOCAL_RANK {local} but this node has {torch.cuda.device_count()} CUDA device(s); "
+                            "use --nproc_per_node <= the number of GPUs")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     owns = False
     if not dist.is_initialized():
         if not dist.is_available():
-            raise RuntimeError("this PyTorch build has no torch.distributed; run without torchrun")
+            raise UserError("this PyTorch build has no torch.distributed; run without torchrun")
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, rank=rank, world_size=world, **kwargs)

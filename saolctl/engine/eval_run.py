@@ -10,12 +10,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from saolctl.data import DigitsConfig, LocalizationDataset, make_loader, open_dataset
+from saolctl.data import DigitsConfig, LocalizationDataset, default_workers, has_split, make_loader, open_dataset
 from saolctl.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, model_from_checkpoint
 from saolctl.engine.distributed import DistContext, barrier, cleanup, eval_sampler, init_distributed, sum_counters
 from saolctl.engine.evaluate import EvalReport, evaluate, summarize
 from saolctl.engine.train import autocast_factory, resolve_device
 from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
+from saolctl.errors import UserError
 from saolctl.localization.maps import check_map_kind, default_map_kind
 from saolctl.models import create_model
 from saolctl.models.backbones import imagenet_classifier
@@ -33,7 +34,7 @@ class EvalSettings:
     target: str = "gt"
     threshold_step: float = 0.001
     batch_size: int = 64
-    workers: int = 0
+    workers: int | None = None  # None: none for the in-memory digits, else one per core up to 8
     device: str = "auto"
     amp: bool = False
     channels_last: bool = False
@@ -47,10 +48,10 @@ class EvalSettings:
         """Check the ranges before any model or data is loaded."""
         check_unit_interval("--thresholds-step", self.threshold_step, open_low=True)
         check_int("--batch-size", self.batch_size, 1)
-        check_int("--workers", self.workers, 0)
+        check_int("--workers", self.workers, 0, optional=True)
         check_int("--img-size", self.img_size, 16)
         if self.target not in ("gt", "pred"):
-            raise ValueError(f"--target must be gt or pred, got {self.target!r}")
+            raise UserError(f"--target must be gt or pred, got {self.target!r}")
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def check_imagenet_labels(ds: LocalizationDataset, source: str) -> None:
         return  # the layout's own numbering: class_labels.txt holds ImageNet indices
     if fmt == "imagefolder" and ds.num_classes == 1000:
         return  # 1000 wnid folders in sorted order are ImageNet's index order
-    raise ValueError(
+    raise UserError(
         f"{source} has {ds.num_classes} classes ({fmt}): an ImageNet classifier needs a WSOL-metadata layout "
         "whose class labels are ImageNet indices, or an ImageFolder of all 1000 wnid folders"
     )
@@ -108,18 +109,28 @@ def open_eval_dataset(run: LoadedRun, settings: EvalSettings) -> tuple[Localizat
     common = dict(train=False, img_size=run.img_size, format=settings.format or (run.data_format if same else None),
                   boxes_dir=Path(settings.boxes_dir) if settings.boxes_dir else None,
                   strict_images=settings.strict_images, seed=run.seed, digits=run.digits if same else None)
-    if settings.split:
-        ds, split = open_dataset(source, settings.split, **common), settings.split
-    else:
-        try:
-            ds, split = open_dataset(source, "test", **common), "test"
-        except ValueError:
-            ds, split = open_dataset(source, "val", **common), "val"
+    # the default is test; val only where the data has no test split at all (a test split that fails to
+    # load is an error, never a silent switch to another split)
+    split = settings.split or ("test" if has_split(source, "test", common["format"]) else "val")
+    ds = open_dataset(source, split, **common)
     if run.ckpt and len(ds.class_names) != len(run.class_names):
         raise CheckpointError(
             f"the checkpoint has {len(run.class_names)} classes but {source} ({split}) has {len(ds.class_names)}"
         )
     return ds, split
+
+
+def stores_threshold(settings: EvalSettings, run: LoadedRun, split: str, kind: str) -> bool:
+    """Return whether this evaluation may record its best threshold in the checkpoint (for `localize`).
+
+    Only the checkpoint's own validation split, on its own data and layout, with the GT-known map of the
+    method's default kind: the setting the threshold is defined for.
+    """
+    if settings.ckpt is None or settings.target != "gt" or kind != default_map_kind(run.model.config.method):
+        return False
+    data = run.ckpt.get("config", {}).get("data", {})
+    own_data = settings.data in (None, run.data_source) and settings.format in (None, run.data_format)
+    return own_data and settings.boxes_dir is None and split == data.get("val_split", "val")
 
 
 def run_eval(
@@ -148,7 +159,7 @@ def _run_eval(
     device = ctx.device
     if settings.ckpt is None:
         if not settings.pretrained_backbone or not settings.data:
-            raise ValueError("without --ckpt, give --method cam --backbone NAME --pretrained and --data PATH")
+            raise UserError("without --ckpt, give --method cam --backbone NAME --pretrained and --data PATH")
         run = pretrained_cam_run(settings.pretrained_backbone, settings.img_size, device)
     else:
         run = load_run(settings.ckpt, device)
@@ -158,7 +169,8 @@ def _run_eval(
     ds, split = open_eval_dataset(run, settings)
     if settings.ckpt is None:
         check_imagenet_labels(ds, str(settings.data))
-    loader = make_loader(ds, settings.batch_size, shuffle=False, workers=settings.workers, seed=run.seed,
+    workers = default_workers(settings.data or run.data_source) if settings.workers is None else settings.workers
+    loader = make_loader(ds, settings.batch_size, shuffle=False, workers=workers, seed=run.seed,
                          sampler=eval_sampler(len(ds), ctx, settings.batch_size))
     if on_start is not None:
         on_start(len(loader.sampler))  # type: ignore[arg-type]  # this rank's shard
@@ -178,10 +190,11 @@ def _run_eval(
         "img_size": run.img_size, "threshold_step": settings.threshold_step,
     }
     out_dir = out_dir or (Path(settings.ckpt).parent if settings.ckpt else Path("runs")) / f"eval-{split}"
+    meta["stored_threshold"] = "best_threshold" in report.metrics and stores_threshold(settings, run, split, kind)
     if ctx.is_main:  # only rank 0 writes
         write_eval_outputs(report, meta, out_dir)
-        if settings.ckpt is not None and split == "val" and "best_threshold" in report.metrics and kind == default_map_kind(method):
-            store_threshold(settings.ckpt, run.ckpt, float(report.metrics["best_threshold"]))
+        if meta["stored_threshold"]:
+            store_threshold(Path(settings.ckpt), run.ckpt, float(report.metrics["best_threshold"]))
     barrier(ctx)
     return report, meta, out_dir
 

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from saolctl.errors import UserError
 from saolctl.localization.evaluators import BoxEvaluator, MaskEvaluator
 from saolctl.localization.maps import default_map_kind, score_maps
 
@@ -168,9 +169,9 @@ def evaluate(
     ``channels_last`` feeds the images in torch.channels_last memory format (as the model's weights).
     """
     if target not in ("gt", "pred"):
-        raise ValueError(f"target must be 'gt' or 'pred', got {target!r}")
+        raise UserError(f"target must be 'gt' or 'pred', got {target!r}")
     if not 0.0 < threshold_step < 1.0:
-        raise ValueError(f"threshold step must be in (0, 1), got {threshold_step}")
+        raise UserError(f"threshold step must be in (0, 1), got {threshold_step}")
     model.eval()
     net = model.module if hasattr(model, "module") else model
     kinds = list(map_kinds) if map_kinds else [default_map_kind(net.config.method)]

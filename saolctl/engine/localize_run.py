@@ -17,6 +17,7 @@ from saolctl.data.images import read_rgb
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.train import resolve_device
 from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
+from saolctl.errors import UserError
 from saolctl.localization.contours import largest_box
 from saolctl.localization.maps import check_map_kind, default_map_kind, score_maps
 from saolctl.report.figures import save_overlay
@@ -49,12 +50,12 @@ def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise FileNotFoundError(f"no images found in folder {p}")
+                raise UserError(f"no images found in folder {p}")
             files.extend(found)
         elif p.is_file():
             files.append(p)
         else:
-            raise FileNotFoundError(f"image not found: {p}")
+            raise UserError(f"image not found: {p}")
     return files
 
 
@@ -78,15 +79,16 @@ def resolve_target(target: str, class_names: list[str]) -> int | None:
         return class_names.index(target)
     if target.lstrip("-").isdigit() and 0 <= int(target) < len(class_names):
         return int(target)
-    raise ValueError(f"--target must be 'pred', a class name or an index < {len(class_names)}; got {target!r}")
+    raise UserError(f"--target must be 'pred', a class name or an index < {len(class_names)}; got {target!r}")
 
 
 def _items(run: LoadedRun, settings: LocalizeSettings) -> Iterator[tuple[str, torch.Tensor, tuple[int, int], np.ndarray | None, np.ndarray, int | None]]:
     """Yield (name, input (3, S, S), original (w, h), GT boxes in S px or None, display image, label)."""
     if settings.inputs:
         for path in expand_inputs(settings.inputs):
-            x, orig = load_eval_image(path, run.img_size)
-            display = np.asarray(read_rgb(path), dtype=np.float32) / 255.0  # any mode, 16-bit scaled like the input
+            # user photos upright as their EXIF orientation says (a phone's portrait shot); boxes in that frame
+            x, orig = load_eval_image(path, run.img_size, upright=True)
+            display = np.asarray(read_rgb(path, upright=True), dtype=np.float32) / 255.0  # as the input, any mode
             yield str(path), x, orig, None, display, None
         return
     ds, _ = open_eval_dataset(run, EvalSettings(ckpt=settings.ckpt))
@@ -114,9 +116,9 @@ def run_localize(settings: LocalizeSettings, out_dir: Path) -> pd.DataFrame:
     if threshold is None:
         threshold = run.ckpt.get("best_threshold")
     if threshold is None:
-        raise ValueError("the checkpoint has no best threshold (its validation split had no boxes): pass --threshold")
+        raise UserError("the checkpoint has no best threshold (its validation split had no boxes): pass --threshold")
     if not 0.0 <= float(threshold) < 1.0:
-        raise ValueError(f"--threshold must be in [0, 1), got {threshold}")
+        raise UserError(f"--threshold must be in [0, 1), got {threshold}")
     check_output_dir(out_dir)
     for path in expand_inputs(settings.inputs):  # every given image must decode before anything is written
         read_rgb(path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from saolctl.data import is_digits_folder
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -86,7 +88,7 @@ LITE0_PHOTOS = replace(PHOTOS, name="lite0-photos", backbone="efficientnet_lite0
 
 
 def recipe_for(source: str, backbone: str | None = None) -> Recipe:
-    """Return the default recipe for a data source ("digits" or a path to real photos) and backbone."""
-    if source == "digits":
+    """Return the default recipe for a data source ("digits", a folder ``saolctl digits`` wrote, or photos)."""
+    if source == "digits" or is_digits_folder(source):
         return DIGITS
     return LITE0_PHOTOS if backbone == "efficientnet_lite0" else PHOTOS

@@ -2,7 +2,8 @@
 
 ``train(config)`` builds data, model, objective, optimiser and schedule, then for each epoch trains,
 validates (accuracy, and MaxBoxAccV2 when the split has boxes), appends a row to ``metrics.csv`` and
-writes ``last.pt`` (and ``best.pt`` on improved validation top-1) atomically.
+writes ``last.pt`` atomically, and ``best.pt`` when its selection metric improved: validation MaxBoxAccV2
+when the validation split has boxes (then ``best_top1.pt`` keeps the top-1 choice too), else top-1.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from saolctl.data import DigitsConfig, make_loader, open_dataset
+from saolctl.data import DigitsConfig, default_workers, make_loader, open_dataset
 from saolctl.engine.checkpoint import (
     CheckpointError,
     atomic_save,
@@ -39,6 +40,7 @@ from saolctl.engine.recipes import Recipe, recipe_for
 from saolctl.engine.validation import (
     check_int, check_model_options, check_number, check_output_dir, check_unit_interval,
 )
+from saolctl.errors import UserError
 from saolctl.models import METHODS, build_model, create_objective, list_backbones, make_config
 
 
@@ -61,7 +63,7 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False  # model weights and inputs in torch.channels_last memory format
     compile: bool = False  # torch.compile the training forward (evaluation stays eager)
-    workers: int = 0
+    workers: int | None = None  # None: none for the in-memory digits, else one per core up to 8
     resume: bool = False
     format: str | None = None
     boxes_dir: str | None = None
@@ -75,16 +77,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Check names, types and ranges before anything is built or written."""
         if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+            raise UserError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
         if self.backbone is not None and self.backbone not in list_backbones():
-            raise ValueError(f"unknown backbone {self.backbone!r}; valid: {', '.join(list_backbones())}")
+            raise UserError(f"unknown backbone {self.backbone!r}; valid: {', '.join(list_backbones())}")
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("img_size", 16)):
             check_int(f"--{name.replace('_', '-')}", getattr(self, name), minimum, optional=True)
         check_int("--seed", self.seed)
-        check_int("--workers", self.workers, 0)
+        check_int("--workers", self.workers, 0, optional=True)
         check_number("--lr", self.lr, optional=True)
         if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+            raise UserError(f"--lr must be positive, got {self.lr}")
         check_unit_interval("threshold_step", self.threshold_step, open_low=True)
         check_model_options(self.model_options)
         if self.digits is not None:
@@ -133,9 +135,43 @@ class TrainResult:
 
     out: Path
     last: Path
-    best: Path
+    best: Path  # chosen on ``selected_on``
     metrics: dict[str, Any]
     history: pd.DataFrame
+    selected_on: str = "val_top1"
+    best_by: dict[str, Path] = field(default_factory=dict)  # every kept best checkpoint by its metric
+
+
+def best_checkpoints(has_boxes: bool) -> dict[str, str]:
+    """Return {file name: validation metric it is chosen on}; best.pt is on localization when val has boxes.
+
+    A WSOL run is selected on MaxBoxAccV2 (the protocol's localization metric, computed on validation every
+    epoch); the top-1 choice is kept beside it as best_top1.pt. Without boxes only top-1 can choose.
+    """
+    if has_boxes:
+        return {"best.pt": "val_max_box_acc_v2", "best_top1.pt": "val_top1"}
+    return {"best.pt": "val_top1"}
+
+
+def class_coverage_warning(class_names: list[str], train_labels: np.ndarray, val_labels: np.ndarray) -> str | None:
+    """Return a one-line warning naming the classes without training images and those without validation images."""
+    k = len(class_names)
+    no_train = [class_names[i] for i in np.flatnonzero(np.bincount(train_labels, minlength=k) == 0)]
+    no_val = [class_names[i] for i in np.flatnonzero(np.bincount(val_labels, minlength=k) == 0)]
+    if not no_train and not no_val:
+        return None
+    parts = []
+    if no_train:
+        parts.append(f"classes without training images (never learned): {', '.join(no_train)}")
+    if no_val:
+        parts.append(f"classes without validation images (not validated): {', '.join(no_val)}")
+    return "warning: train and val have different class sets; " + "; ".join(parts)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
+    """Load a saved GradScaler state; a run saved without AMP (empty state) resumed with it starts a fresh scale."""
+    if state and scaler.is_enabled():
+        scaler.load_state_dict(state)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -143,9 +179,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available on this machine")
+        raise UserError("--device cuda was asked for but CUDA is not available on this machine")
     if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+        raise UserError(f"--device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
 
 
@@ -212,15 +248,15 @@ def restore_rng(rng: np.random.Generator, state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite."""
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite (a diverged run: one line, the user changes the lr or the data)."""
 
 
 def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Return ``torch.compile(model)``, failing in one line when the CPU backend has no C++ compiler."""
     if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-        raise RuntimeError("--compile on CPU needs a C++ compiler (g++, c++ or clang++) on PATH; "
-                           "install one or drop --compile")
+        raise UserError("--compile on CPU needs a C++ compiler (g++, c++ or clang++) on PATH; "
+                        "install one or drop --compile")
     return torch.compile(model)
 
 
@@ -276,9 +312,10 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
     # rank's sampler, augmentation seeds differ per rank (the SeededSampler's seed), so resumes stay exact.
     sampler = train_sampler(len(train_ds), ctx, seed=config.seed)
     n_local = len(sampler) if sampler is not None else len(train_ds)
-    loader = make_loader(train_ds, recipe.batch_size, shuffle=True, workers=config.workers,
+    workers = default_workers(config.data) if config.workers is None else config.workers
+    loader = make_loader(train_ds, recipe.batch_size, shuffle=True, workers=workers,
                          seed=config.seed + ctx.rank, sampler=sampler, drop_last=n_local > recipe.batch_size)
-    val_loader = make_loader(val_ds, recipe.batch_size, shuffle=False, workers=config.workers, seed=config.seed,
+    val_loader = make_loader(val_ds, recipe.batch_size, shuffle=False, workers=workers, seed=config.seed,
                              sampler=eval_sampler(len(val_ds), ctx, recipe.batch_size))
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * recipe.epochs
@@ -292,9 +329,14 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
     data_desc = {"source": config.data, "format": config.format, "train_split": config.train_split,
                  "val_split": config.val_split, "recipe": recipe.to_dict(),
                  "digits": asdict(config.digits) if config.digits else None}
+    coverage = class_coverage_warning(train_ds.class_names, train_ds.labels, val_ds.labels)
+    if coverage:
+        reporter.message(coverage)
+    kept = best_checkpoints(val_ds.has_boxes)  # file name -> validation metric it is chosen on
     run_config = {"train": _plain(asdict(config)), "recipe": recipe.to_dict(), "model": model_cfg.to_dict(),
-                  "class_names": train_ds.class_names, "device": str(device), "world_size": ctx.world_size}
-    start_epoch, best_top1, history = 0, -1.0, []
+                  "class_names": train_ds.class_names, "device": str(device), "world_size": ctx.world_size,
+                  "workers": workers, "best_checkpoints": kept, "warnings": [coverage] if coverage else []}
+    start_epoch, best_scores, history = 0, {metric: -1.0 for metric in kept.values()}, []
     last_path, best_path = out / "last.pt", out / "best.pt"
     resumed = load_checkpoint(last_path) if config.resume else None  # before anything is written
     was = resumed["config"]["model"] if resumed is not None else {}
@@ -306,8 +348,8 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
             f"with {model_cfg.num_classes}"
         )
     if resumed is not None and int(resumed.get("world_size", 1)) != ctx.world_size:
-        raise ValueError(f"{last_path} was written by a run of {int(resumed.get('world_size', 1))} process(es); "
-                         f"resume it with the same number, not {ctx.world_size}")
+        raise UserError(f"{last_path} was written by a run of {int(resumed.get('world_size', 1))} process(es); "
+                        f"resume it with the same number, not {ctx.world_size}")
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", json.dumps(run_config, indent=2, default=str))
@@ -317,10 +359,11 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        restore_scaler(scaler, ckpt["scaler"])
         restore_rng(rng, ckpt["rng_by_rank"][ctx.rank] if ctx.enabled else ckpt["rng"])
         start_epoch = int(ckpt["epoch"]) + 1
-        best_top1 = float(ckpt.get("best_top1", -1.0))
+        saved = ckpt.get("best_scores") or {"val_top1": float(ckpt.get("best_top1", -1.0))}
+        best_scores.update({k: float(v) for k, v in saved.items() if k in best_scores})
         if (out / "metrics.csv").exists():
             history = pd.read_csv(out / "metrics.csv").to_dict("records")[:start_epoch]
         reporter.message(f"resumed from {last_path} at epoch {start_epoch + 1}")
@@ -342,8 +385,8 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
                     terms = objective(model, images, labels, rng)
             except Exception as exc:
                 if config.compile and is_compile_error(exc):
-                    raise RuntimeError(f"--compile failed at epoch {epoch + 1}, step {step + 1} "
-                                       f"({type(exc).__name__}); run without --compile") from exc
+                    raise UserError(f"--compile failed at epoch {epoch + 1}, step {step + 1} "
+                                    f"({type(exc).__name__}); run without --compile") from exc
                 raise
             if not torch.isfinite(terms.total):
                 raise NonFiniteLoss(
@@ -377,15 +420,16 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
         row.update({f"val_{k}": v for k, v in report.metrics.items() if not isinstance(v, list)})
         history.append(row)
         metrics = row
-        improved = row["val_top1"] > best_top1
-        best_top1 = max(best_top1, row["val_top1"])
+        improved = [name for name, metric in kept.items() if row[metric] > best_scores[metric]]
+        for metric in kept.values():
+            best_scores[metric] = max(best_scores[metric], row[metric])
         rng_states = all_gather_objects(rng_state(rng), ctx)
         if not ctx.is_main:
             continue  # only rank 0 writes files
         atomic_write_text(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
         resume_state: dict[str, Any] = {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "rng": rng_states[0], "epoch": epoch, "best_top1": best_top1,
+            "rng": rng_states[0], "epoch": epoch, "best_scores": dict(best_scores),
         }
         if ctx.enabled:
             resume_state.update({"world_size": ctx.world_size, "rng_by_rank": rng_states})
@@ -396,12 +440,14 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
         )
         atomic_save(ckpt, last_path)
         if improved:
-            for key in ("optimizer", "scheduler", "scaler", "rng", "world_size", "rng_by_rank"):
+            for key in ("optimizer", "scheduler", "scaler", "rng", "world_size", "rng_by_rank", "best_scores"):
                 ckpt.pop(key, None)
-            atomic_save(ckpt, best_path)
+            for name in improved:
+                atomic_save({**ckpt, "selected_on": kept[name]}, out / name)
         reporter.epoch_end(epoch, row)
     barrier(ctx)  # every rank returns once rank 0's files are written
-    return TrainResult(out, last_path, best_path, metrics, pd.DataFrame(history))
+    return TrainResult(out, last_path, best_path, metrics, pd.DataFrame(history), kept["best.pt"],
+                       {metric: out / name for name, metric in kept.items()})
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

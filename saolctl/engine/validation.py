@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from saolctl.errors import UserError
 from saolctl.models import list_options, option_defaults
 
 
@@ -19,9 +20,9 @@ def check_int(name: str, value: Any, minimum: int | None = None, optional: bool 
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise UserError(f"{name} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        raise UserError(f"{name} must be at least {minimum}, got {value}")
 
 
 def check_number(name: str, value: Any, optional: bool = False) -> None:
@@ -29,7 +30,7 @@ def check_number(name: str, value: Any, optional: bool = False) -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise UserError(f"{name} must be a finite number, got {value!r}")
 
 
 def check_unit_interval(name: str, value: Any, open_low: bool = False, optional: bool = False) -> None:
@@ -39,7 +40,7 @@ def check_unit_interval(name: str, value: Any, open_low: bool = False, optional:
     check_number(name, value)
     low_ok = value > 0.0 if open_low else value >= 0.0
     if not (low_ok and value < 1.0):
-        raise ValueError(f"{name} must be in {'(0, 1)' if open_low else '[0, 1)'}, got {value}")
+        raise UserError(f"{name} must be in {'(0, 1)' if open_low else '[0, 1)'}, got {value}")
 
 
 def check_model_options(options: dict[str, Any]) -> None:
@@ -47,7 +48,7 @@ def check_model_options(options: dict[str, Any]) -> None:
     defaults = option_defaults()
     for name, value in options.items():
         if name not in defaults:
-            raise ValueError(f"unknown model option {name!r}; valid: {', '.join(list_options())}")
+            raise UserError(f"unknown model option {name!r}; valid: {', '.join(list_options())}")
         default = defaults[name]
         if default is None:
             continue
@@ -69,7 +70,7 @@ def check_model_options(options: dict[str, Any]) -> None:
         else:
             continue
         if not ok:
-            raise ValueError(f"model option {name} must be {kind}, got {value!r}")
+            raise UserError(f"model option {name} must be {kind}, got {value!r}")
 
 
 def check_output_dir(out: str | Path) -> None:
@@ -79,6 +80,6 @@ def check_output_dir(out: str | Path) -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise NotADirectoryError(f"output path {out} is inside a file, not a folder: {probe}")
+        raise UserError(f"output path {out} is inside a file, not a folder: {probe}")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(f"output folder is not writable: {probe}")
+        raise UserError(f"output folder is not writable: {probe}")

@@ -29,6 +29,8 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import minimum_spanning_tree
 
+from saolctl.errors import UserError
+
 __all__ = [
     "ContourSet",
     "LevelCandidates",
@@ -251,7 +253,7 @@ class _KeySpec:
             return _KeySpec(np.uint32, 16, 8)
         if n <= 1 << 25:
             return _KeySpec(np.int64, 25, 30)
-        raise ValueError(f"score map too large for the level evaluator: {n} pixels")
+        raise UserError(f"score map too large for the level evaluator: {n} pixels")
 
     @property
     def val_shift(self) -> int:

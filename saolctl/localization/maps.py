@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from saolctl.errors import UserError
 from saolctl.models.outputs import ModelOutput
 
 MAP_KINDS: dict[str, tuple[str, ...]] = {
@@ -30,9 +31,9 @@ def default_map_kind(method: str) -> str:
 def check_map_kind(method: str, kind: str) -> None:
     """Raise ValueError unless ``kind`` is a map kind of ``method``."""
     if method not in MAP_KINDS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(MAP_KINDS)}")
+        raise UserError(f"unknown method {method!r}; valid: {', '.join(MAP_KINDS)}")
     if kind not in MAP_KINDS[method]:
-        raise ValueError(f"map kind {kind!r} does not exist for {method}; valid: {', '.join(MAP_KINDS[method])}")
+        raise UserError(f"map kind {kind!r} does not exist for {method}; valid: {', '.join(MAP_KINDS[method])}")
 
 
 def _cam(features: Tensor, fc: nn.Linear, targets: Tensor) -> Tensor:
@@ -54,7 +55,7 @@ def raw_maps(model: nn.Module, output: ModelOutput, targets: Tensor, kind: str |
         return output.class_maps[idx, targets]
     if kind == "gapcam":
         if model.gap_head is None:
-            raise ValueError("map kind 'gapcam' needs a SAOL model trained with its GAP-FC head (saol_gap_head)")
+            raise UserError("map kind 'gapcam' needs a SAOL model trained with its GAP-FC head (saol_gap_head)")
         return _cam(output.features, model.gap_head.fc, targets)
     if kind == "attention":
         return output.attention

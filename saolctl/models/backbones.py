@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from saolctl.errors import UserError
+
 __all__ = [
     "Backbone",
     "BackboneInfo",
@@ -28,7 +30,7 @@ __all__ = [
 ]
 
 
-class PretrainedUnavailable(RuntimeError):
+class PretrainedUnavailable(UserError):
     """Raised when pretrained weights are asked for but cannot be loaded here."""
 
 
@@ -120,7 +122,7 @@ def list_backbones() -> list[str]:
 def backbone_info(name: str) -> BackboneInfo:
     """Return the registry entry of a backbone, or raise ValueError listing the valid names."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(_REGISTRY)}")
+        raise UserError(f"unknown backbone {name!r}; valid: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 
 
@@ -140,7 +142,7 @@ def build_backbone(
     """
     info = backbone_info(name)
     if last_stride not in (1, 2):
-        raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+        raise UserError(f"last_stride must be 1 or 2, got {last_stride}")
     backbone = info.builder(pretrained=pretrained, init=init, small_stem=small_stem)
     if last_stride == 1:
         set_stride_one(backbone.stages[-1])
@@ -152,7 +154,7 @@ def _load_init(model: nn.Module, init: str | Path, ignore_prefixes: tuple[str, .
     """Load a local state dict into ``model`` (weights only), ignoring classifier keys."""
     path = Path(init)
     if not path.is_file():
-        raise FileNotFoundError(f"--init file not found: {path}")
+        raise UserError(f"--init file not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -161,7 +163,7 @@ def _load_init(model: nn.Module, init: str | Path, ignore_prefixes: tuple[str, .
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(
+        raise UserError(
             f"--init {path}: keys do not match the backbone "
             f"(missing {len(missing)}, e.g. {missing[:3]}; unexpected {len(unexpected)}, e.g. {unexpected[:3]})"
         )

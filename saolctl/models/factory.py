@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from saolctl.errors import UserError
 from saolctl.models.backbones import build_backbone, list_backbones
 from saolctl.models.heads import AbnNet, CamNet, SaolNet, SaolOptions
 from saolctl.models.losses import (
@@ -85,23 +86,23 @@ def list_options() -> list[str]:
 def make_config(backbone: str, method: str, num_classes: int, **options: Any) -> ModelConfig:
     """Validate names and options and return a ModelConfig."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+        raise UserError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     if backbone not in list_backbones():
-        raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(list_backbones())}")
+        raise UserError(f"unknown backbone {backbone!r}; valid: {', '.join(list_backbones())}")
     if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        raise UserError(f"num_classes must be at least 2, got {num_classes}")
     unknown = sorted(set(options) - set(_OPTION_MAP))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(_OPTION_MAP)}")
+        raise UserError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(_OPTION_MAP)}")
     groups: dict[str, dict[str, Any]] = {"saol": {}, "saol_loss": {}, "cutmix": {}, "": {}}
     for name, value in options.items():
         group, key = _OPTION_MAP[name]
         groups[group][key] = tuple(value) if key == "taps" else value
     c = groups["cutmix"]
     if not 0.0 <= float(c.get("prob", 0.5)) <= 1.0:
-        raise ValueError(f"cutmix_prob must be in [0, 1], got {c['prob']}")
+        raise UserError(f"cutmix_prob must be in [0, 1], got {c['prob']}")
     if not 0.0 <= float(groups["saol_loss"].get("sd_beta", 0.5)) <= 1.0:
-        raise ValueError(f"sd_beta must be in [0, 1], got {groups['saol_loss']['sd_beta']}")
+        raise UserError(f"sd_beta must be in [0, 1], got {groups['saol_loss']['sd_beta']}")
     return ModelConfig(
         backbone=backbone,
         method=method,

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from saolctl.errors import UserError
 from saolctl.models.backbones import Backbone, stride_one_copy
 from saolctl.models.outputs import ModelOutput
 
@@ -141,17 +142,17 @@ class SaolOptions:
 
     def __post_init__(self) -> None:
         if self.resize not in ("area", "bilinear"):
-            raise ValueError(f"saol_resize must be 'area' or 'bilinear', got {self.resize!r}")
+            raise UserError(f"saol_resize must be 'area' or 'bilinear', got {self.resize!r}")
         if self.grid not in GRIDS:
-            raise ValueError(f"saol_grid must be one of {', '.join(GRIDS)}, got {self.grid!r}")
+            raise UserError(f"saol_grid must be one of {', '.join(GRIDS)}, got {self.grid!r}")
         for name in ("kernel", "att_kernel"):
             k = getattr(self, name)
             if k < 1 or k % 2 == 0:
-                raise ValueError(f"saol_{name} must be an odd positive integer, got {k}")
+                raise UserError(f"saol_{name} must be an odd positive integer, got {k}")
         if self.mid < 1:
-            raise ValueError(f"saol_mid must be positive, got {self.mid}")
+            raise UserError(f"saol_mid must be positive, got {self.mid}")
         if not self.taps:
-            raise ValueError("saol_taps must name at least one stage")
+            raise UserError("saol_taps must name at least one stage")
 
 
 class SpatialLogits(nn.Module):
@@ -226,4 +227,4 @@ class SaolNet(nn.Module):
 
 
 def _bad_tap(t: int, n: int) -> int:
-    raise ValueError(f"saol_taps entry {t} is out of range for a backbone with {n} stages")
+    raise UserError(f"saol_taps entry {t} is out of range for a backbone with {n} stages")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from saolctl.data.cutmix import MixedBatch, cutmix
+from saolctl.models.batchnorm import frozen_running_stats
 from saolctl.models.heads import resize_to
 from saolctl.models.outputs import ModelOutput
 
@@ -60,21 +61,21 @@ def self_distillation(gap_logits: Tensor, saol_probs: Tensor, target: Tensor, be
     return (1.0 - beta) * ce + beta * kl
 
 
-def paste_bce(spatial_probs: Tensor, labels_a: Tensor, labels_b: Tensor, pasted: Tensor) -> Tensor:
+def paste_bce(spatial_log_probs: Tensor, labels_a: Tensor, labels_b: Tensor, pasted: Tensor) -> Tensor:
     """Return L_ss1: BCE of p_ij = Y_yB / (Y_yA + Y_yB) against the pasted fraction, over images with yA != yB.
 
-    spatial_probs: (B, K, H, W) Y; pasted: (H, W) or (B, H, W) fraction of each cell that was pasted.
+    Computed in the logits form p = sigmoid(log Y_yB - log Y_yA), which is exact, needs no epsilon and
+    is safe under autocast (CUDA autocast refuses ``F.binary_cross_entropy`` on probabilities).
+    spatial_log_probs: (B, K, H, W) log Y; pasted: (H, W) or (B, H, W) fraction of each cell that was pasted.
     """
     valid = labels_a != labels_b  # (B,)
     if not bool(valid.any()):
-        return spatial_probs.new_zeros(())
-    y = spatial_probs[valid]  # (V, K, H, W)
-    idx = torch.arange(y.shape[0], device=y.device)
-    ya = y[idx, labels_a[valid]]  # (V, H, W)
-    yb = y[idx, labels_b[valid]]
-    p = (yb / (ya + yb + EPS)).clamp(EPS, 1.0 - EPS)
-    target = pasted.expand_as(p) if pasted.dim() == 2 else pasted[valid]
-    return F.binary_cross_entropy(p, target)
+        return spatial_log_probs.new_zeros((), dtype=torch.float32)
+    log_y = spatial_log_probs[valid].float()  # (V, K, H, W)
+    idx = torch.arange(log_y.shape[0], device=log_y.device)
+    logit = log_y[idx, labels_b[valid]] - log_y[idx, labels_a[valid]]  # (V, H, W) log(Y_yB / Y_yA)
+    target = pasted.expand_as(logit) if pasted.dim() == 2 else pasted[valid]
+    return F.binary_cross_entropy_with_logits(logit, target.to(logit.dtype))
 
 
 def paste_kl(teacher_log_probs: Tensor, student_log_probs: Tensor, pasted: Tensor, min_fraction: float = 0.5) -> Tensor:
@@ -208,7 +209,7 @@ class SaolObjective:
     """SAOL: L_cls + L_gap + w1 L_ss1 + w2 L_ss2 - w_H H(A) + w_a L_att_ss + w_c L_att_cam.
 
     The ss terms run only on CutMix-ed batches; L_ss2 and L_att_ss share one no-gradient pass on the
-    clean images.
+    clean images, which leaves BatchNorm's running statistics alone and skips the GAP-FC head.
     """
 
     term_names = ("cls", "gap", "ss1", "ss2", "entropy", "att_ss", "att_cam")
@@ -232,11 +233,13 @@ class SaolObjective:
         pasted = area_fraction(batch.paste_mask(), grid) if batch.mixed else None  # (H, W)
         if pasted is not None:
             if o.ss1_weight > 0:
-                ss1 = paste_bce(out.spatial_log_probs.exp(), batch.labels_a, batch.labels_b, pasted)
+                ss1 = paste_bce(out.spatial_log_probs, batch.labels_a, batch.labels_b, pasted)
             want_ss2 = o.ss2_weight > 0 and bool((pasted >= 0.5).any())
             if want_ss2 or o.att_ss_weight > 0:
-                with torch.no_grad():
-                    clean = model(images)  # the clean images' Y0 and A0
+                with torch.no_grad(), frozen_running_stats(model):
+                    # the clean images' Y0 and A0: batch statistics as the student's pass, but BatchNorm's
+                    # running statistics move once per step (with the CutMix-ed batch), and no GAP-FC head
+                    clean = model(images, with_gap_head=False)
                 if want_ss2:
                     ss2 = paste_kl(clean.spatial_log_probs[batch.perm], out.spatial_log_probs, pasted)
                 if o.att_ss_weight > 0:
