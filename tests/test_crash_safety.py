@@ -64,8 +64,8 @@ def test_sigkill_during_epoch_2_then_resume_gives_the_same_weights(tmp_path: Pat
                               stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        # best.pt is written right after last.pt at the end of epoch 1: both there means epoch 1 is saved
-        while not ((killed_out / "best.pt").exists() and (killed_out / "last.pt").exists()):
+        # last.pt, best.pt, then best_top1.pt end epoch 1: all three there means epoch 1 is saved
+        while not all((killed_out / n).exists() for n in ("last.pt", "best.pt", "best_top1.pt")):
             assert victim.poll() is None, victim.stderr.read().decode() if victim.stderr else "exited"
             assert time.monotonic() < deadline, "epoch 1 never finished"
             time.sleep(0.02)
@@ -79,7 +79,7 @@ def test_sigkill_during_epoch_2_then_resume_gives_the_same_weights(tmp_path: Pat
     assert first["epoch"] == 0, "the kill landed after epoch 2 was saved; the test wants it inside epoch 2"
     assert len(pd.read_csv(killed_out / "metrics.csv")) == 1
     assert stale_temps(killed_out) == []
-    assert sorted(p.name for p in killed_out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.csv"]
+    assert sorted(p.name for p in killed_out.iterdir()) == ["best.pt", "best_top1.pt", "config.json", "last.pt", "metrics.csv"]
 
     resumed = subprocess.run(_train_cmd(cfg, killed_out, "--resume"), env=_env(), capture_output=True, text=True,
                              timeout=120)
@@ -134,10 +134,10 @@ def test_a_failed_save_during_training_keeps_epoch_1(tmp_path: Path, monkeypatch
         train(cfg)
     monkeypatch.undo()
     out = tmp_path / "run"
-    assert calls["n"] == 3  # last.pt and best.pt of epoch 1, then the failed last.pt of epoch 2
+    assert calls["n"] == 4  # last.pt, best.pt and best_top1.pt of epoch 1, then the failed last.pt of epoch 2
     assert load_checkpoint(out / "last.pt")["epoch"] == 0 and load_checkpoint(out / "best.pt")["epoch"] == 0
     assert stale_temps(out) == []
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "best_top1.pt", "config.json", "last.pt", "metrics.csv"]
 
 
 KILL_DURING_SAVE = textwrap.dedent("""

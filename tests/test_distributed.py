@@ -150,7 +150,7 @@ def test_torchrun_train_then_eval_equals_a_single_process(tmp_path: Path) -> Non
     proc = _torchrun(["train", "--config", str(cfg), "--method", "saol", "--device", "cpu", "--out", str(run)],
                      tmp_path)
     assert proc.stdout.count("run folder:") == 1  # only rank 0 prints
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.csv"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "best_top1.pt", "config.json", "last.pt", "metrics.csv"]
     config = json.loads((run / "config.json").read_text())
     assert config["world_size"] == 2
     ckpt = torch.load(run / "last.pt", weights_only=True)

@@ -20,6 +20,7 @@ from saolctl.errors import UserError
 from saolctl.models import PretrainedUnavailable
 
 PACKAGE = Path(__file__).resolve().parents[1] / "saolctl"
+OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch.OutOfMemoryError: torch >= 2.5
 
 
 def run_raising(exc: BaseException, capsys: pytest.CaptureFixture[str], debug: bool = False) -> tuple[int, list[str]]:
@@ -57,7 +58,7 @@ def test_the_package_errors_are_user_errors(cls: type[Exception], capsys: pytest
 
 
 @pytest.mark.parametrize("exc", [
-    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.1 GiB"),
+    OOM("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.1 GiB"),
     RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 7.79 GiB total capacity)"),  # older torch
 ])
 def test_accelerator_out_of_memory_exits_3_with_advice(exc: BaseException, capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,8 +75,8 @@ def test_host_out_of_memory_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_out_of_memory_behind_another_exception_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
     try:
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
-    except torch.OutOfMemoryError as oom:
+        raise OOM("CUDA out of memory. Tried to allocate 1 GiB")
+    except OOM as oom:
         wrapped = RuntimeError("DataLoader worker failed")
         wrapped.__cause__ = oom
     code, lines = run_raising(wrapped, capsys)
@@ -89,7 +90,7 @@ def test_a_full_disk_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), UserError("bad"), KeyError("k"),
-                                 torch.OutOfMemoryError("CUDA out of memory"), OSError(errno.ENOSPC, "full")])
+                                 OOM("CUDA out of memory"), OSError(errno.ENOSPC, "full")])
 def test_debug_re_raises_the_original_exception(exc: BaseException) -> None:
     with pytest.raises(type(exc)) as info:
         with user_errors(True):
@@ -131,3 +132,21 @@ def test_bad_input_is_raised_as_user_error_not_as_a_builtin_type() -> None:
                 if node.exc.func.id in builtin:
                     found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.exc.func.id}")
     assert found == []
+
+
+def test_an_error_from_a_dataloader_worker_shows_the_original_message(capsys: pytest.CaptureFixture[str]) -> None:
+    # what torch re-raises in the main process: the worker's traceback inside the message
+    exc = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+                    '  File "x.py", line 1, in <module>\n'
+                    "saolctl.data.errors.DataError: cannot read image /d/img[1].png: broken data stream")
+    code, lines = run_raising(exc, capsys)
+    assert code == 2 and lines == ["error: cannot read image /d/img[1].png: broken data stream"]
+
+
+def test_digits_into_a_path_inside_a_file_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    r = CliRunner().invoke(app, ["digits", "--out", str(tmp_path / "afile" / "x"), "--train-size", "2",
+                                 "--val-size", "2", "--test-size", "2"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: output path") and "inside a file" in lines[0], r.output

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
+import pandas as pd
 import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from saolctl.cli.errors import is_debug, user_errors
 from saolctl.cli.options import parse_model_options, split_pairs
@@ -14,6 +17,25 @@ from saolctl.cli.progress import RichReporter
 from saolctl.engine.compare_run import CompareSettings, run_compare
 from saolctl.errors import UserError
 from saolctl.report.tables import rich_table
+
+
+# The final table in two parts with short headers, so that each fits an 80-column terminal or log file uncut.
+COMPARE_TABLES = (
+    ("classification and boxes", ("top1", "max_box_acc", "max_box_acc_v2", "pxap")),
+    ("localization detail", ("box_acc_iou30", "box_acc_iou50", "box_acc_iou70", "gt_known_loc", "top1_loc")),
+)
+SHORT_HEADERS = {"top1": "top1", "max_box_acc": "MaxBoxAcc", "max_box_acc_v2": "MaxBoxAccV2", "pxap": "PxAP",
+                 "box_acc_iou30": "IoU30", "box_acc_iou50": "IoU50", "box_acc_iou70": "IoU70",
+                 "gt_known_loc": "GT-known", "top1_loc": "Top1Loc"}
+
+
+def compare_tables(table: pd.DataFrame, data: str) -> list[Table]:
+    """Return the final rich tables of a comparison (one row per method and map kind)."""
+    out = []
+    for part, columns in COMPARE_TABLES:
+        shown = [c for c in ("method", "map", *columns) if c in table]
+        out.append(rich_table(table[shown], f"compare — {data}: {part} (test split; percent)", headers=SHORT_HEADERS))
+    return out
 
 
 def compare_command(
@@ -45,11 +67,10 @@ def compare_command(
         )
         console = Console()
         result = run_compare(settings, reporter_for=lambda m: RichReporter(console, label=m),
-                             on_stage=lambda text: console.print(f"[bold]{text}[/bold]"))
-        shown = [c for c in ["method", "map", "top1", "max_box_acc", "max_box_acc_v2", "box_acc_iou30",
-                             "box_acc_iou50", "box_acc_iou70", "gt_known_loc", "top1_loc", "pxap"] if c in result.table]
-        console.print(rich_table(result.table[shown], f"compare — {data} (test split; percent)"))
-        console.print(f"wrote {', '.join(str(p) for p in result.files.values())}")
+                             on_stage=lambda text: console.print(Text(text, style="bold")))
+        for table in compare_tables(result.table, data):
+            console.print(table)
+        console.print(f"wrote {', '.join(str(p) for p in result.files.values())}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from saolctl.cli.errors import is_debug, user_errors
 from saolctl.data import DigitsConfig, write_digits
+from saolctl.engine.validation import check_output_dir
 
 
 def digits_command(
@@ -22,9 +23,10 @@ def digits_command(
     """Write the embedded digits dataset (images, masks, boxes) in the WSOL metadata layout."""
     with user_errors(is_debug(ctx)):
         config = DigitsConfig(train_size=train_size, val_size=val_size, test_size=test_size)
+        check_output_dir(out)  # a path inside a file or an unwritable folder is bad input, before anything is written
         root = write_digits(out, config, seed)
         Console().print(f"wrote {train_size + val_size + test_size} images to {root} "
-                        f"(open it with --data {root})")
+                        f"(open it with --data {root})", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -36,10 +36,24 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _PASS_THROUGH = (typer.Exit, typer.Abort, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
 
 
+_WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.?$")
+
+
 def first_line(exc: BaseException) -> str:
-    """Return the first non-empty line of an exception's message, or its type's name."""
+    """Return the first non-empty line of an exception's message, or its type's name.
+
+    An exception re-raised by a DataLoader worker carries the worker's traceback: its own message is the
+    traceback's last line (``pkg.DataError: cannot read image ...``).
+    """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    worker = _WORKER.match(lines[0])
+    if worker and len(lines) > 1:
+        original = re.match(rf"^(?:[\w.]+\.)?{re.escape(worker.group(1))}: (.+)$", lines[-1])
+        if original:
+            return original.group(1)
+    return lines[0]
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

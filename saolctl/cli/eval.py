@@ -71,7 +71,7 @@ def eval_command(
             return
         title = f"{meta['method']} / {meta['backbone']} — map {meta['map']}, {meta['data']} {meta['split']}"
         console.print(metrics_table(title, report.metrics, HEADLINE))
-        console.print(f"wrote {out_dir}/eval.json, curves.csv, curves.png, per_class.csv")
+        console.print(f"wrote {out_dir}/eval.json, curves.csv, curves.png, per_class.csv", markup=False)
 
 
 def register(app: typer.Typer) -> None:

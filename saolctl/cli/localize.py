@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -12,6 +13,24 @@ from saolctl.cli.errors import is_debug, user_errors
 from saolctl.engine.localize_run import LocalizeSettings, run_localize
 from saolctl.errors import UserError
 from saolctl.report.tables import rich_table
+
+
+HEADERS = {"predicted_class": "predicted", "true_class": "true class"}
+
+
+def shown_images(paths: list[str]) -> tuple[list[str], str | None]:
+    """Return the image paths relative to the folder they share (file names for one folder), and that folder.
+
+    Keeps the table readable at 80 columns; predictions.csv keeps the full paths.
+    """
+    parents = [os.path.dirname(p) for p in paths]
+    if not paths or not all(parents):
+        return paths, None  # dataset samples ("digits:<i>") or bare file names: shown as they are
+    try:
+        common = os.path.commonpath(parents)
+    except ValueError:  # absolute and relative paths mixed
+        return paths, None
+    return [os.path.relpath(p, common) for p in paths], common
 
 
 def localize_command(
@@ -35,8 +54,14 @@ def localize_command(
                                     map_kind=map_kind, num_samples=num, device=device)
         df = run_localize(settings, out)
         cols = [c for c in ["image", "predicted_class", "score", "true_class", "x0", "y0", "x1", "y1"] if c in df]
-        Console().print(rich_table(df[cols], f"localize — threshold {df['threshold'].iloc[0]:.3f}, map {df['map'].iloc[0]}"))
-        Console().print(f"wrote {out}/predictions.csv, predictions.json and {len(df)} overlays in {out}/overlays/")
+        shown, folder = shown_images([str(p) for p in df["image"]])
+        table = df[cols].assign(image=shown)
+        if folder:
+            Console().print(f"images in {folder}", markup=False)
+        Console().print(rich_table(table, f"localize — threshold {df['threshold'].iloc[0]:.3f}, map {df['map'].iloc[0]}",
+                                   headers=HEADERS))
+        Console().print(f"wrote {out}/predictions.csv, predictions.json and {len(df)} overlays in {out}/overlays/",
+                        markup=False)
 
 
 def register(app: typer.Typer) -> None:

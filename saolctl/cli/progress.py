@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 
 class RichReporter:
@@ -24,10 +25,10 @@ class RichReporter:
         """Open the progress display."""
         self.epochs, self.steps = epochs, steps_per_epoch
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", style="bold", markup=False),  # labels and terms are plain text
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[terms]}"),
+            TextColumn("{task.fields[terms]}", markup=False),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -56,23 +57,23 @@ class RichReporter:
             parts.append(f"MaxBoxAccV2 {row['val_max_box_acc_v2']:.2f}")
         parts.append(f"{row.get('train_images_per_s', 0):.0f} img/s")
         if self.progress is not None:
-            self.progress.console.print(" | ".join(parts))
+            self.progress.console.print(Text(" | ".join(parts)))
             if epoch + 1 >= self.epochs:
                 self.progress.stop()
 
     def message(self, text: str) -> None:
-        """Print a message."""
-        self.console.print(text)
+        """Print a message (plain text: a ``[...]`` in a class name or path is shown as it is)."""
+        self.console.print(Text(text))
 
 
 def metrics_table(title: str, metrics: dict[str, Any], keys: list[str] | None = None) -> Table:
     """Return a two-column rich table of metrics (floats with 2 decimals)."""
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = Table(title=Text(title))
+    table.add_column("metric", overflow="fold")
+    table.add_column("value", justify="right", overflow="fold")
     for k in keys or list(metrics):
         if k not in metrics:
             continue
         v = metrics[k]
-        table.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
+        table.add_row(Text(str(k)), Text(f"{v:.2f}" if isinstance(v, float) else str(v)))
     return table

@@ -65,7 +65,7 @@ def train_command(
         result = train(cfg, RichReporter(console, label=cfg.method) if main else SilentReporter())
         if main:
             console.print(metrics_table(f"{cfg.method}: last epoch (validation)", result.metrics))
-            console.print(f"run folder: {result.out}  (best: {result.best.name}, last: {result.last.name})")
+            console.print(f"run folder: {result.out}  (best: {result.best.name}, last: {result.last.name})", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from saolctl.errors import UserError
+from saolctl.localization.contours import level_candidates_v1_v2
 from saolctl.localization.evaluators import BoxEvaluator, MaskEvaluator
 from saolctl.localization.maps import default_map_kind, score_maps
 
@@ -139,10 +140,14 @@ def accumulate_batch(
             continue
         maps = score_maps(model, out, targets, size, kind).float().cpu().numpy()  # (B, S, S)
         if c.with_boxes:
-            c.box_v2.accumulate(maps, gt, class_correct=correct_np)
-            for k in np.unique(labels_np):
-                sel = np.nonzero(labels_np == k)[0]
-                c.box_v1[k].accumulate(maps[sel], [gt[i] for i in sel], class_correct=correct_np[sel])
+            for i in range(len(maps)):  # V1 and V2 candidates of a map share most of their work
+                if len(gt[i]) == 0:
+                    c.box_v2.num_skipped += 1
+                    c.box_v1[labels_np[i]].num_skipped += 1
+                    continue
+                v1, v2 = level_candidates_v1_v2(maps[i])
+                c.box_v2.accumulate_candidates(v2, gt[i], bool(correct_np[i]))
+                c.box_v1[labels_np[i]].accumulate_candidates(v1, gt[i], bool(correct_np[i]))
         if c.mask is not None and masks is not None:
             c.mask.accumulate(maps, masks.cpu().numpy(), None if ignore is None else ignore.cpu().numpy())
 

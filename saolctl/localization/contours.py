@@ -885,16 +885,30 @@ def _upper_tree(values: np.ndarray, keys: np.ndarray, spec: _KeySpec) -> _LevelT
 
 def level_candidates(score_map: np.ndarray, multi_contour: bool) -> LevelCandidates:
     """Return the reference's candidate boxes of one (H, W) map at every integer level, in one pass."""
+    v1, v2 = _candidates(score_map, want_v1=not multi_contour, want_v2=multi_contour)
+    return v2 if multi_contour else v1  # type: ignore[return-value]
+
+
+def level_candidates_v1_v2(score_map: np.ndarray) -> tuple[LevelCandidates, LevelCandidates]:
+    """Return the V1 (largest contour) and V2 (every contour) candidates of one map, sharing their common work."""
+    v1, v2 = _candidates(score_map, want_v1=True, want_v2=True)
+    return v1, v2  # type: ignore[return-value]
+
+
+def _candidates(score_map: np.ndarray, want_v1: bool, want_v2: bool) -> tuple[LevelCandidates | None, LevelCandidates | None]:
+    """Return (V1, V2) candidates of one map, each None unless wanted; the 8-bit map and hole filling are shared."""
     scaled = np.asarray(score_map, dtype=np.float64) * 255  # (H, W) the reference's product
     height, width = scaled.shape
     spec = _KeySpec.for_size(scaled.size)
     q, base = _score_key_base(scaled, spec)  # the 8-bit map and the value and tie-break bits of the keys
     max8 = int(q.max())
     if max8 == 0:
-        return LevelCandidates(np.zeros(0, np.int64), np.zeros((0, 4), np.int64), 0, height, width)
-    if multi_contour:
+        empty = LevelCandidates(np.zeros(0, np.int64), np.zeros((0, 4), np.int64), 0, height, width)
+        return (empty if want_v1 else None), (empty if want_v2 else None)
+    holes, filled = _holes_and_fill(q, base, spec, want_holes=want_v2)
+    v2 = None
+    if want_v2:
         upper = _upper_tree(q, _ascending_keys(base, spec), spec).node_levels()
-        holes, _ = _holes_and_fill(q, base, spec, want_holes=True)
         level = [upper.level]
         boxes = [_outer_box(upper.x0, upper.y0, upper.x1, upper.y1, width, height)]
         if holes is not None:
@@ -902,8 +916,9 @@ def level_candidates(score_map: np.ndarray, multi_contour: bool) -> LevelCandida
             boxes.append(_hole_box(holes.x0, holes.y0, holes.x1, holes.y1, width, height))
         level_all = np.concatenate(level)
         keep = level_all < max8
-        return LevelCandidates(level_all[keep], np.concatenate(boxes)[keep], max8, height, width)
-    _, filled = _holes_and_fill(q, base, spec, want_holes=False)
+        v2 = LevelCandidates(level_all[keep], np.concatenate(boxes)[keep], max8, height, width)
+    if not want_v1:
+        return None, v2
     if filled is not q:  # filled holes are flat in e: order them by the full score (64-bit keys)
         spec = _KeySpec(np.int64, 25, 30)
         base = _key_base(filled, _tie_break(scaled, spec), spec)
@@ -911,9 +926,9 @@ def level_candidates(score_map: np.ndarray, multi_contour: bool) -> LevelCandida
     levels = top_level.node_levels(first=top_level.regions.count > _TABLE_REGIONS)
     keep = _largest_per_level(top_level, levels)
     keep &= levels.level < max8
-    boxes = _outer_box(levels.x0[keep], levels.y0[keep], levels.x1[keep], levels.y1[keep], width, height)
+    boxes_v1 = _outer_box(levels.x0[keep], levels.y0[keep], levels.x1[keep], levels.y1[keep], width, height)
     order = np.argsort(levels.level[keep], kind="stable")
-    return LevelCandidates(levels.level[keep][order], boxes[order], max8, height, width)
+    return LevelCandidates(levels.level[keep][order], boxes_v1[order], max8, height, width), v2
 
 
 def _largest_per_level(tree: _LevelTree, levels: _NodeLevels) -> np.ndarray:

@@ -195,13 +195,26 @@ class BoxEvaluator:
                 self.num_skipped += 1
                 continue
             best, _ = _image_scores(score_map, gt, self.thresholds, self.multi_contour)
-            correct = best[:, None] >= self._cut[None, :]  # (T, D)
-            self.num_correct += correct
-            self.num_images += 1
-            if correct_cls is not None:
-                self.num_class_known += 1
-                if correct_cls[i]:
-                    self.num_correct_top1 += correct
+            self._add(best, None if correct_cls is None else bool(correct_cls[i]))
+
+    def accumulate_candidates(self, cand: LevelCandidates, gt_boxes: object, class_correct: bool | None = None) -> None:
+        """Add one image from its precomputed candidates (V1 or V2, matching this evaluator) and GT boxes (n, 4)."""
+        gt = _check_boxes(gt_boxes)
+        if gt.shape[0] == 0:
+            self.num_skipped += 1
+            return
+        best, _ = scores_from_candidates(cand, gt, self.thresholds)
+        self._add(best, class_correct)
+
+    def _add(self, best: np.ndarray, class_correct: bool | None) -> None:
+        """Count one image's best IoU per threshold (T,) against every delta."""
+        correct = best[:, None] >= self._cut[None, :]  # (T, D)
+        self.num_correct += correct
+        self.num_images += 1
+        if class_correct is not None:
+            self.num_class_known += 1
+            if class_correct:
+                self.num_correct_top1 += correct
 
     def compute(self) -> BoxResult:
         """Return the results so far (NaN values when no image with a GT box was accumulated)."""
