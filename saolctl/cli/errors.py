@@ -159,8 +159,3 @@ def is_debug(ctx: typer.Context) -> bool:
     """Return whether --debug was given to the top-level command."""
     root = ctx.find_root()
     return bool(root.obj and root.obj.get("debug"))
-
-
-def eprint(msg: str) -> None:
-    """Print a message to stderr."""
-    print(msg, file=sys.stderr)
