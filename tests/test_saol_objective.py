@@ -75,7 +75,7 @@ def test_one_saol_step_moves_batchnorm_statistics_exactly_once(options: dict[str
         expected(mixed.images)  # one training-mode forward of the CutMix-ed batch: the only update wanted
 
     terms = objective(model, images, labels, np.random.default_rng(3))  # the same CutMix draw
-    assert float(terms.terms["att_ss"]) > 0 or options.get("att_ss_weight") == 0.0
+    assert float(terms.terms["att_ss"].detach()) > 0 or options.get("att_ss_weight") == 0.0
 
     norms = [(n, m) for n, m in model.named_modules() if isinstance(m, _BatchNorm)]
     assert norms
