@@ -141,11 +141,7 @@ def accumulate_batch(
         maps = score_maps(model, out, targets, size, kind).float().cpu().numpy()  # (B, S, S)
         if c.with_boxes:
             for i in range(len(maps)):  # V1 and V2 candidates of a map share most of their work
-                if len(gt[i]) == 0:
-                    c.box_v2.num_skipped += 1
-                    c.box_v1[labels_np[i]].num_skipped += 1
-                    continue
-                v1, v2 = level_candidates_v1_v2(maps[i])
+                v1, v2 = level_candidates_v1_v2(maps[i]) if len(gt[i]) else (None, None)  # no box: skipped
                 c.box_v2.accumulate_candidates(v2, gt[i], bool(correct_np[i]))
                 c.box_v1[labels_np[i]].accumulate_candidates(v1, gt[i], bool(correct_np[i]))
         if c.mask is not None and masks is not None:

@@ -197,12 +197,18 @@ class BoxEvaluator:
             best, _ = _image_scores(score_map, gt, self.thresholds, self.multi_contour)
             self._add(best, None if correct_cls is None else bool(correct_cls[i]))
 
-    def accumulate_candidates(self, cand: LevelCandidates, gt_boxes: object, class_correct: bool | None = None) -> None:
-        """Add one image from its precomputed candidates (V1 or V2, matching this evaluator) and GT boxes (n, 4)."""
+    def accumulate_candidates(self, cand: LevelCandidates | None, gt_boxes: object,
+                              class_correct: bool | None = None) -> None:
+        """Add one image from its precomputed candidates (V1 or V2, matching this evaluator) and GT boxes (n, 4).
+
+        An image without GT box is counted as skipped; its candidates are not needed (None).
+        """
         gt = _check_boxes(gt_boxes)
         if gt.shape[0] == 0:
             self.num_skipped += 1
             return
+        if cand is None:
+            raise ValueError("an image with GT boxes needs its candidates")
         best, _ = scores_from_candidates(cand, gt, self.thresholds)
         self._add(best, class_correct)
 
