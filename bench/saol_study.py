@@ -48,6 +48,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     name: (method, {**PAPER, **change} if method == "saol" else {"cutmix_prob": PAPER["cutmix_prob"], **change})
     for name, (method, change) in _CHANGES.items()
 }
+# The recipe as shipped (its own model options, whatever they are when the study runs): what the quickstart
+# and `saolctl compare` train today. Unlike the variants above, these change when the recipes do.
+VARIANTS.update({f"recipe-{method}": (method, {}) for method in ("cam", "abn", "saol")})
 
 METRICS = ["top1", "max_box_acc", "max_box_acc_v2", "pxap", "val_top1", "val_max_box_acc_v2", "val_pxap",
            "train_images_per_s"]

@@ -19,7 +19,8 @@ from saolctl.engine import compare_run
 from saolctl.engine.checkpoint import load_checkpoint
 from saolctl.engine.compare_run import CompareSettings, run_compare
 from saolctl.engine.eval_run import EvalSettings, run_eval
-from saolctl.engine.train import TrainConfig, class_coverage_warning, restore_scaler, train
+from saolctl.engine.train import (TrainConfig, TrainResult, class_coverage_warning, restore_scaler, train,
+                                  wants_channels_last)
 from saolctl.errors import UserError
 
 runner = CliRunner()
@@ -256,3 +257,71 @@ def test_localize_applies_exif_orientation_to_user_photos(run_dir: Path, tmp_pat
     assert row["x1"] <= 29 and row["y1"] <= 79  # boxes in the upright 30 x 80 frame
     overlay = Image.open(out / row["overlay"])
     assert overlay.height > overlay.width  # drawn upright (portrait), not lying on its side
+
+
+# 1. the quickstart's budget: compare evaluates the last epoch (wsolevaluation's default), CPU runs channels-last
+
+
+def test_compare_evaluates_the_last_checkpoint_unless_asked(run_dir: Path) -> None:
+    result = TrainResult(out=run_dir, last=run_dir / "last.pt", best=run_dir / "best.pt", metrics={},
+                         history=pd.DataFrame(), selected_on="val_max_box_acc_v2",
+                         best_by={"val_max_box_acc_v2": run_dir / "best.pt", "val_top1": run_dir / "best_top1.pt"})
+    assert CompareSettings().checkpoint == "last"
+    assert compare_run.trained_checkpoint(result, "last") == run_dir / "last.pt"
+    assert compare_run.trained_checkpoint(result, "best") == run_dir / "best.pt"
+    assert compare_run.trained_checkpoint(result, "best_top1") == run_dir / "best_top1.pt"
+    with pytest.raises(UserError, match="--checkpoint must be one of last, best, best_top1"):
+        CompareSettings(checkpoint="first")
+
+
+def test_compare_reports_which_checkpoint_it_evaluated(monkeypatch: pytest.MonkeyPatch, run_dir: Path,
+                                                       tmp_path: Path) -> None:
+    def fake_train(cfg: TrainConfig, reporter: object = None) -> TrainResult:
+        return TrainResult(out=run_dir, last=run_dir / "last.pt", best=run_dir / "best.pt", metrics={},
+                           history=pd.DataFrame(), best_by={"val_top1": run_dir / "best_top1.pt"})
+
+    monkeypatch.setattr(compare_run, "train", fake_train)
+    result = run_compare(CompareSettings(methods=("cam",), out=tmp_path / "c", device="cpu", grid_images=0,
+                                         threshold_step=0.05))
+    saved = json.loads(result.files["json"].read_text())
+    assert saved["checkpoints"] == {"cam": str(run_dir / "last.pt")} and saved["checkpoint_rule"] == "last"
+    assert "evaluated at their last epoch" in result.files["report"].read_text()
+
+
+def test_channels_last_is_the_cpu_default_and_can_be_turned_off() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert wants_channels_last(None, cpu) and not wants_channels_last(None, cuda)
+    assert not wants_channels_last(False, cpu) and wants_channels_last(True, cuda)
+
+
+def test_training_on_cpu_runs_channels_last_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from saolctl.engine import train as train_module
+
+    seen: list[bool] = []
+
+    def fake_evaluate(model: torch.nn.Module, loader: object, **kwargs: object) -> None:
+        weight = next(p for p in model.parameters() if p.dim() == 4)
+        seen.append(bool(kwargs["channels_last"]) and weight.is_contiguous(memory_format=torch.channels_last))
+        raise Stop
+
+    monkeypatch.setattr(train_module, "evaluate", fake_evaluate)
+    for asked, expected in ((None, True), (False, False)):
+        with pytest.raises(Stop):
+            train(TrainConfig(method="cam", out=tmp_path / str(asked), epochs=1, batch_size=32, device="cpu",
+                              digits=TINY, channels_last=asked))
+        assert seen[-1] is expected
+
+
+def _digits_config(folder: Path) -> Path:
+    """Write a config file that shrinks the embedded digits to TINY."""
+    path = folder / "tiny.toml"
+    path.write_text("[digits]\n" + "".join(f"{k} = {getattr(TINY, k)}\n" for k in ("train_size", "val_size", "test_size")))
+    return path
+
+
+def test_no_channels_last_flag_reaches_the_run(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", "--method", "cam", "--epochs", "1", "--batch-size", "32", "--device", "cpu",
+                              "--no-channels-last", "--out", str(tmp_path / "run"), "--config",
+                              str(_digits_config(tmp_path))])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["channels_last"] is False

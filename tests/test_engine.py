@@ -49,7 +49,7 @@ def test_run_folder_holds_config_metrics_and_checkpoints(runs: dict[str, Path], 
                 "optimizer", "scheduler", "scaler", "rng", "epoch"):
         assert key in ckpt, key
     assert ckpt["config"]["class_names"] == [str(d) for d in range(10)]
-    assert ckpt["config"]["img_size"] == 64
+    assert ckpt["config"]["img_size"] == 48  # the digits recipe
     assert ckpt["versions"]["torch"] == torch.__version__
     best = load_checkpoint(out / "best.pt")
     assert "optimizer" not in best

@@ -49,10 +49,11 @@ def compare_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch for methods trained here (default: recipe); evaluation batch (default 128)."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision in training and evaluation (bfloat16 on CPU, float16 on CUDA)."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="Model and inputs in channels-last memory format."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Model and inputs in channels-last memory format (default: on CPU only, where oneDNN's convolutions are faster in it)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: 0 for the embedded digits, else one per core up to 8)."),
     thresholds_step: float = typer.Option(0.001, "--thresholds-step", help="Step of the CAM thresholds."),
     option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Model option KEY=VALUE for methods trained here."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="Checkpoint of methods trained here to evaluate: last (wsolevaluation's default), best (val MaxBoxAccV2) or best_top1."),
     out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Output folder."),
 ) -> None:
     """Compare CAM, ABN and SAOL: table, curves, map grid and report.md."""
@@ -63,7 +64,7 @@ def compare_command(
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()), ckpts={m: Path(p) for m, p in split_pairs(ckpt, '--ckpt', 'METHOD=PATH')},
             data=data, out=out, seed=seed, epochs=epochs, backbone=backbone, device=device, workers=workers,
             threshold_step=thresholds_step, model_options=parse_model_options(option), batch_size=batch_size,
-            amp=amp, channels_last=channels_last,
+            amp=amp, channels_last=channels_last, checkpoint=checkpoint,
         )
         console = Console()
         result = run_compare(settings, reporter_for=lambda m: RichReporter(console, label=m),

@@ -33,7 +33,7 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (bfloat16 on CPU, float16 with a gradient scaler on CUDA)."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="Model and inputs in channels-last memory format."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Model and inputs in channels-last memory format (default: on CPU only, where oneDNN's convolutions are faster in it)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model for training (CPU needs a C++ compiler)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: 0 for the embedded digits, else one per core up to 8)."),
     data_format: Optional[str] = typer.Option(None, "--format", help="Force a layout: imagefolder, cub, wsol."),

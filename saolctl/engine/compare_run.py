@@ -21,7 +21,8 @@ import torch
 from saolctl.data import collate_samples, default_workers, denormalize, make_loader
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.evaluate import evaluate, summarize
-from saolctl.engine.train import Reporter, TrainConfig, autocast_factory, resolve_device, train
+from saolctl.engine.train import (Reporter, TrainConfig, TrainResult, autocast_factory, resolve_device, train,
+                                  wants_channels_last)
 from saolctl.engine.validation import check_int, check_model_options, check_output_dir, check_unit_interval
 from saolctl.errors import UserError
 from saolctl.localization.contours import largest_box
@@ -30,6 +31,12 @@ from saolctl.models import METHODS, list_backbones
 from saolctl.report.figures import plot_curves, save_grid
 from saolctl.report.tables import markdown_table
 
+TRAINED_CHECKPOINTS = ("last", "best", "best_top1")  # what --checkpoint may name
+CHECKPOINT_WORDS = {
+    "last": "last epoch (wsolevaluation's default, eval_checkpoint_type=last)",
+    "best": "best.pt (the epoch of best validation MaxBoxAccV2 where validation has boxes, else top-1)",
+    "best_top1": "epoch of best validation top-1 (best_top1.pt)",
+}
 COLUMNS = ["method", "map", "default_map", "top1", "top5", "max_box_acc", "max_box_acc_v2", "box_acc_iou30",
            "box_acc_iou50", "box_acc_iou70", "gt_known_loc", "top1_loc", "pxap", "val_top1", "val_max_box_acc_v2",
            "val_pxap", "val_best_threshold", "num_images", "num_localized"]
@@ -50,12 +57,15 @@ class CompareSettings:
     workers: int | None = None  # None: none for the in-memory digits, else one per core up to 8
     batch_size: int | None = None  # training batch (default: recipe); evaluation uses it too (default 128)
     amp: bool = False
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: on CPU only
     threshold_step: float = 0.001
     grid_images: int = 6
     model_options: dict[str, Any] = field(default_factory=dict)
     val_split: str = "val"
     test_split: str = "test"
+    # which checkpoint of a method trained here is evaluated: "last" (wsolevaluation's default,
+    # --eval_checkpoint_type last), "best" (best.pt: val MaxBoxAccV2 where val has boxes) or "best_top1"
+    checkpoint: str = "last"
 
     def __post_init__(self) -> None:
         """Check methods, names and ranges before anything is trained or written."""
@@ -67,6 +77,8 @@ class CompareSettings:
         check_int("--batch-size", self.batch_size, 1, optional=True)
         check_unit_interval("--thresholds-step", self.threshold_step, open_low=True)
         check_model_options(self.model_options)
+        if self.checkpoint not in TRAINED_CHECKPOINTS:
+            raise UserError(f"--checkpoint must be one of {', '.join(TRAINED_CHECKPOINTS)}, got {self.checkpoint!r}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,7 @@ def run_compare(
     seconds: dict[str, float] = {}
     workers = default_workers(settings.data) if settings.workers is None else settings.workers
     autocast = autocast_factory(device, settings.amp)
+    channels_last = wants_channels_last(settings.channels_last, device)
     for method, path in settings.ckpts.items():  # a bad checkpoint fails before anything is trained or written
         runs[method] = load_run(Path(path), device)
         held = runs[method].model.config.method
@@ -123,7 +136,8 @@ def run_compare(
                           workers=settings.workers, val_split=settings.val_split,
                           model_options=settings.model_options)
         with timer(seconds, f"train:{method}"):
-            ckpt_paths[method] = train(cfg, reporter_for(method) if reporter_for else None).best
+            ckpt_paths[method] = trained_checkpoint(train(cfg, reporter_for(method) if reporter_for else None),
+                                                    settings.checkpoint)
 
     rows: list[dict[str, Any]] = []
     curves: dict[str, pd.DataFrame] = {}
@@ -143,12 +157,12 @@ def run_compare(
             if split == settings.test_split:
                 test_ds = ds
             loader = make_loader(ds, settings.batch_size or 128, shuffle=False, workers=workers, seed=settings.seed)
-            model = run.model.to(memory_format=torch.channels_last) if settings.channels_last else run.model
+            model = run.model.to(memory_format=torch.channels_last) if channels_last else run.model
             with timer(seconds, f"eval:{method}:{split}"):
                 counters = evaluate(model, loader, num_classes=len(run.class_names), device=device,
                                     with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=kinds,
                                     threshold_step=settings.threshold_step, autocast=autocast,
-                                    channels_last=settings.channels_last)
+                                    channels_last=channels_last)
             results[split] = {k: summarize(c, run.class_names) for k, c in counters.items()}
         for kind in kinds:
             test, val = results[settings.test_split][kind], results[settings.val_split][kind]
@@ -176,10 +190,20 @@ def run_compare(
             files["grid"] = _grid(runs, test_ds, thresholds, settings, device, out / "grid.png")
     files["json"].write_text(json.dumps({"data": settings.data, "seed": settings.seed,
                                          "checkpoints": {m: str(p) for m, p in ckpt_paths.items()},
+                                         "checkpoint_rule": settings.checkpoint,
                                          "seconds": {k: round(v, 2) for k, v in seconds.items()},
                                          "rows": table.to_dict("records")}, indent=2, default=float))
     files["report"].write_text(report_markdown(table, settings, ckpt_paths, files))
     return CompareResult(table, out, files, seconds)
+
+
+def trained_checkpoint(result: TrainResult, which: str) -> Path:
+    """Return the checkpoint of a finished run that ``which`` names ("last", "best" or "best_top1")."""
+    if which == "last":
+        return result.last
+    if which == "best":
+        return result.best
+    return result.best_by.get("val_top1", result.best)
 
 
 @contextmanager
@@ -229,6 +253,9 @@ def report_markdown(table: pd.DataFrame, settings: CompareSettings, ckpts: dict[
                  "boxes drawn in the figure were chosen on the validation split.")
     lines.append("")
     lines.append("Checkpoints: " + ", ".join(f"{m}: `{p}`" for m, p in ckpts.items()))
+    lines.append("")
+    lines.append(f"Methods trained here are evaluated at their {CHECKPOINT_WORDS[settings.checkpoint]} "
+                 f"(`--checkpoint {settings.checkpoint}`).")
     lines.append("")
     shown = [c for c in ["method", "map", "top1", "max_box_acc", "max_box_acc_v2", "box_acc_iou30", "box_acc_iou50",
                          "box_acc_iou70", "gt_known_loc", "top1_loc", "pxap", "val_max_box_acc_v2"] if c in table]

@@ -14,7 +14,7 @@ from saolctl.data import DigitsConfig, LocalizationDataset, default_workers, has
 from saolctl.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, model_from_checkpoint
 from saolctl.engine.distributed import DistContext, barrier, cleanup, eval_sampler, init_distributed, sum_counters
 from saolctl.engine.evaluate import EvalReport, evaluate, summarize
-from saolctl.engine.train import autocast_factory, resolve_device
+from saolctl.engine.train import autocast_factory, resolve_device, wants_channels_last
 from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
 from saolctl.errors import UserError
 from saolctl.localization.maps import check_map_kind, default_map_kind
@@ -37,7 +37,7 @@ class EvalSettings:
     workers: int | None = None  # None: none for the in-memory digits, else one per core up to 8
     device: str = "auto"
     amp: bool = False
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: on CPU only
     format: str | None = None
     boxes_dir: str | None = None
     strict_images: bool = False
@@ -175,12 +175,13 @@ def _run_eval(
     if on_start is not None:
         on_start(len(loader.sampler))  # type: ignore[arg-type]  # this rank's shard
     model = run.model
-    if settings.channels_last:
+    channels_last = wants_channels_last(settings.channels_last, device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     counters = evaluate(model, loader, num_classes=len(run.class_names), device=device,
                         with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=[kind], target=settings.target,
                         threshold_step=settings.threshold_step, on_batch=on_batch,
-                        autocast=autocast_factory(device, settings.amp), channels_last=settings.channels_last)
+                        autocast=autocast_factory(device, settings.amp), channels_last=channels_last)
     sum_counters(counters.values(), ctx)  # exact: int64 counters of disjoint shards
     report = summarize(counters[kind], run.class_names)
     meta = {

@@ -61,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
-    channels_last: bool = False  # model weights and inputs in torch.channels_last memory format
+    channels_last: bool | None = None  # weights and inputs in torch.channels_last; None: on CPU only
     compile: bool = False  # torch.compile the training forward (evaluation stays eager)
     workers: int | None = None  # None: none for the in-memory digits, else one per core up to 8
     resume: bool = False
@@ -185,6 +185,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def wants_channels_last(asked: bool | None, device: torch.device) -> bool:
+    """Return whether to use torch.channels_last: as asked, else on CPU (oneDNN's fast layout for convolutions)."""
+    return device.type == "cpu" if asked is None else bool(asked)
+
+
 def autocast_factory(device: torch.device, enabled: bool) -> Callable[[], Any]:
     """Return a context factory: bfloat16 autocast on CPU, float16 on CUDA, or a no-op."""
     if not enabled:
@@ -299,7 +304,8 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
     options = {**recipe.model_options, **config.model_options}
     model_cfg = make_config(recipe.backbone, config.method, num_classes, **options)
     net = build_model(model_cfg, pretrained=recipe.pretrained, init=config.init).to(device)
-    if config.channels_last:
+    channels_last = wants_channels_last(config.channels_last, device)
+    if channels_last:
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model = wrap_ddp(net, ctx)  # `net` is the plain module: optimiser groups, evaluation, checkpoints
     if config.compile:
@@ -377,7 +383,7 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
         seen, t0 = 0, time.perf_counter()
         for step, batch in enumerate(loader):
             images = batch.images.to(device, non_blocking=True)
-            if config.channels_last:
+            if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = batch.labels.to(device, non_blocking=True)
             try:
@@ -414,7 +420,7 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
         counters = evaluate(net, val_loader, num_classes=num_classes, device=device,
                             with_boxes=val_ds.has_boxes, with_masks=False,
                             threshold_step=config.threshold_step, autocast=autocast,
-                            channels_last=config.channels_last)
+                            channels_last=channels_last)
         sum_counters(counters.values(), ctx)  # exact: the shards cover the split once, counters are int64
         report = summarize(next(iter(counters.values())), val_ds.class_names)
         row.update({f"val_{k}": v for k, v in report.metrics.items() if not isinstance(v, list)})
