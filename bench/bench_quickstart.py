@@ -54,6 +54,25 @@ def run_once(tree: Path, out: Path, seed: int) -> tuple[float, list[tuple[str, f
     return wall, stages
 
 
+def eval_seconds_per_map_kind(compare_out: Path) -> pd.DataFrame:
+    """Time `eval` of each compared checkpoint on the test split, one map kind at a time (this tree, in-process)."""
+    import json
+
+    from saolctl.engine.eval_run import EvalSettings, run_eval
+
+    saved = json.loads((compare_out / "compare.json").read_text())
+    table = pd.read_csv(compare_out / "compare.csv")
+    rows = []
+    for method, ckpt in saved["checkpoints"].items():
+        for kind in table.loc[table["method"] == method, "map"]:
+            t0 = time.perf_counter()
+            report, _, _ = run_eval(EvalSettings(ckpt=Path(ckpt), split="test", map_kind=kind, device="cpu"),
+                                    out_dir=compare_out / "eval-per-kind" / f"{method}-{kind}")
+            rows.append({"method": method, "map": kind, "seconds": time.perf_counter() - t0,
+                         "images": report.metrics["num_images"]})
+    return pd.DataFrame(rows)
+
+
 def checkout(rev: str) -> Path:
     """Return a temporary worktree of a revision of this repository."""
     folder = Path(tempfile.mkdtemp(prefix=f"saolctl-{rev}-"))
@@ -106,6 +125,9 @@ def main() -> None:
     for method in ("cam", "abn", "saol"):
         m = pd.read_csv(out / method / "metrics.csv")
         print(f"{method}: {len(m)} epochs, {m['train_images_per_s'].median():.0f} train img/s (median epoch)")
+    print("\nevaluation of the test split one map kind at a time (this tree; compare shares one forward pass "
+          "among a method's kinds, so its per-split times are less than these sums):")
+    print(eval_seconds_per_map_kind(out).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
 
 
 if __name__ == "__main__":
