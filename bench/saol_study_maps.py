@@ -21,7 +21,7 @@ import torch
 from saolctl.data import collate_samples, denormalize, make_loader
 from saolctl.engine.eval_run import EvalSettings, load_run, open_eval_dataset
 from saolctl.localization.contours import largest_box
-from saolctl.localization.maps import score_maps
+from saolctl.localization.maps import forward_options, score_maps
 from saolctl.report.figures import save_grid
 
 
@@ -54,7 +54,7 @@ def main() -> None:
             picks = np.linspace(0, len(ds) - 1, min(args.images, len(ds))).round().astype(int).tolist()
             batch = collate_samples([ds[i] for i in picks])
         with torch.no_grad():
-            out = run.model(batch.images, with_gap_head=True) if method == "saol" else run.model(batch.images)
+            out = run.model(batch.images, **forward_options(method, [kind]))
             maps = score_maps(run.model, out, batch.labels, tuple(batch.images.shape[-2:]), kind).numpy()
         if method == "saol":
             loader = make_loader(ds, 128, shuffle=False, workers=0, seed=0)

@@ -325,3 +325,47 @@ def test_no_channels_last_flag_reaches_the_run(tmp_path: Path) -> None:
                               str(_digits_config(tmp_path))])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["channels_last"] is False
+
+
+# issue 13, part 4: the schedule is torch's SequentialLR(LinearLR, CosineAnnealingLR), with the same values
+
+
+def _reference_lr_factor(step: int, total: int, warmup: int) -> float:
+    """The schedule saolctl had before SequentialLR: linear warm-up to 1, then cosine to 0."""
+    import math
+
+    if step < warmup:
+        return (step + 1) / max(warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min((step - warmup) / max(total - warmup, 1), 1.0)))
+
+
+@pytest.mark.parametrize("total,warmup", [(250, 12), (40, 5), (30, 1), (30, 0)])
+def test_schedule_equals_linear_warmup_then_cosine(total: int, warmup: int) -> None:
+    from saolctl.engine.train import make_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = make_scheduler(opt, total, warmup)
+    for step in range(total):
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * _reference_lr_factor(step, total, warmup), abs=1e-12)
+        opt.step()
+        scheduler.step()
+
+
+def test_resuming_a_schedule_saved_before_sequential_lr_replays_its_steps() -> None:
+    from saolctl.engine.train import make_scheduler, restore_scheduler
+
+    def lambda_state(steps: int) -> dict:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        old = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: _reference_lr_factor(t, 100, 10))
+        for _ in range(steps):
+            opt.step()
+            old.step()
+        return old.state_dict()
+
+    for saved in (lambda_state(37), make_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+                                                   100, 10).state_dict()):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler = make_scheduler(opt, 100, 10)
+        restore_scheduler(scheduler, saved)
+        step = int(saved["last_epoch"])
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * _reference_lr_factor(step, 100, 10), abs=1e-12)

@@ -36,8 +36,12 @@ def test_run_folder_holds_config_metrics_and_checkpoints(runs: dict[str, Path], 
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["method"] == method and cfg["recipe"]["backbone"] == "cifar_resnet20"
     # the digits recipe's defaults from the SAOL study (docs/saol-localization.md), the same for every method
-    assert cfg["model"]["cutmix"]["prob"] == 0.25
-    assert cfg["model"]["saol_loss"]["att_ss_weight"] == 1.0 and cfg["model"]["saol_loss"]["ss2_weight"] == 0.0
+    options = cfg["model"]["options"]  # each method stores its own options (SAOL's only in SAOL's config)
+    assert options["cutmix_prob"] == 0.25
+    if method == "saol":
+        assert options["att_ss_weight"] == 1.0 and options["ss2_weight"] == 0.0 and options["saol_mid"] == 64
+    else:
+        assert "att_ss_weight" not in options
     metrics = pd.read_csv(out / "metrics.csv")
     assert len(metrics) == 1
     for t in terms + ["total"]:

@@ -127,3 +127,27 @@ def test_cutmix_respects_probability_and_box_is_clipped() -> None:
     for seed in range(50):
         y0, y1, x0, x1 = cutmix_box(16, 16, 0.1, np.random.default_rng(seed))
         assert 0 <= y0 <= y1 <= 16 and 0 <= x0 <= x1 <= 16
+
+
+def test_torch_losses_equal_the_hand_written_formulas() -> None:
+    """soft_cross_entropy and kl_divergence now call torch; same values and (for CE) the same gradients."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(16, 10, generator=g, requires_grad=True)
+    target = torch.rand(16, 10, generator=g)
+    target = target / target.sum(dim=1, keepdim=True)
+    target[0] = F.one_hot(torch.tensor(4), 10).float()  # zeros in the target: 0 log 0 = 0
+    by_hand = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    ours = soft_cross_entropy(logits, target)
+    torch.testing.assert_close(ours, by_hand, rtol=1e-6, atol=1e-6)
+    (g_hand,), (g_ours,) = torch.autograd.grad(by_hand, logits), torch.autograd.grad(ours, logits)
+    assert torch.equal(g_hand, g_ours)
+    log_q = F.log_softmax(torch.randn(16, 10, generator=g), dim=1)
+    assert torch.equal(kl_divergence(target, log_q), (torch.xlogy(target, target) - target * log_q).sum(dim=1))
+
+
+def test_attention_entropy_equals_entr_but_keeps_a_finite_gradient_where_a_underflows() -> None:
+    log_a = F.log_softmax(torch.tensor([[0.0, 0.5, -200.0, 1.0]]) * 2, dim=1).view(1, 2, 2).requires_grad_()
+    assert float(log_a.detach().exp().min()) == 0.0  # one cell underflowed
+    torch.testing.assert_close(attention_entropy(log_a), torch.special.entr(log_a.exp()).sum(), rtol=1e-6, atol=1e-7)
+    (grad,) = torch.autograd.grad(0.0 * attention_entropy(log_a), log_a)
+    assert torch.isfinite(grad).all()  # entr's would be NaN here (its derivative at 0 is infinite)

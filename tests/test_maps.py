@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saolctl.localization.maps import MAP_KINDS, check_map_kind, normalize_maps, raw_maps, score_maps
+from saolctl.localization.maps import check_map_kind, default_map_kind, map_kind_names, normalize_maps, raw_maps, score_maps
 from saolctl.models import create_model
 
 
@@ -63,8 +63,9 @@ def test_abn_map_kinds(batch: torch.Tensor) -> None:
 
 
 def test_unknown_map_kinds_list_the_valid_ones() -> None:
-    assert MAP_KINDS["saol"][0] == "contrib" and MAP_KINDS["abn"][0] == "attention"
-    with pytest.raises(ValueError, match="valid: contrib, attention, spatial, gapcam"):
+    assert default_map_kind("saol") == "contrib" and default_map_kind("abn") == "attention"
+    assert map_kind_names("saol")[:4] == ["contrib", "attention", "spatial", "gapcam"]  # then the post-hoc kinds
+    with pytest.raises(ValueError, match="valid: contrib, attention, spatial, gapcam, gradcam, gradcampp"):
         check_map_kind("saol", "cam")
     model = create_model("cifar_resnet20", "saol", num_classes=3, saol_gap_head=False).eval()
     with torch.no_grad():

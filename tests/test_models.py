@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from saolctl.models import METHODS, ModelConfig, create_model, create_objective, list_backbones, make_config
+from saolctl.methods import list_methods
+from saolctl.models import ModelConfig, create_model, create_objective, list_backbones, make_config
 
-PAIRS = [(b, m) for b in list_backbones() for m in METHODS]
+PAIRS = [(b, m) for b in list_backbones() for m in list_methods()]
 
 
 def _input(backbone: str, batch: int = 4, seed: int = 0) -> torch.Tensor:
@@ -124,8 +125,36 @@ def test_two_runs_with_the_same_seed_are_identical() -> None:
 def test_config_round_trips_through_plain_dict() -> None:
     cfg = make_config("cifar_resnet20", "saol", 10, saol_taps=[-2, -1], att_entropy=0.3, cutmix_prob=0.25)
     d = cfg.to_dict()
-    assert d["saol"]["taps"] == [-2, -1] and isinstance(d["saol"]["taps"], list)
+    assert d["options"]["saol_taps"] == [-2, -1] and isinstance(d["options"]["saol_taps"], list)
     assert ModelConfig.from_dict(d) == cfg
+
+
+# the model config of a SAOL checkpoint written before the method registry (options grouped per head)
+OLD_SAOL_DICT = {
+    "backbone": "cifar_resnet20", "method": "saol", "num_classes": 10, "last_stride": 2, "small_stem": False,
+    "saol": {"taps": [-2, -1], "mid": 64, "kernel": 1, "att_kernel": 1, "resize": "area", "gap_head": True,
+             "grid": "last"},
+    "saol_loss": {"sd_beta": 0.5, "ss1_weight": 1.0, "ss2_weight": 0.0, "att_entropy": 0.3, "att_ss_weight": 1.0,
+                  "att_cam_weight": 0.0},
+    "cutmix": {"prob": 0.25, "alpha": 1.0},
+}
+
+
+def test_a_config_dict_from_before_the_registry_still_loads() -> None:
+    cfg = ModelConfig.from_dict(OLD_SAOL_DICT)
+    assert cfg == make_config("cifar_resnet20", "saol", 10, saol_taps=[-2, -1], saol_mid=64, ss2_weight=0.0,
+                              att_entropy=0.3, att_ss_weight=1.0, cutmix_prob=0.25)
+    # an old CAM checkpoint held every method's groups: those of other methods are dropped
+    cam = ModelConfig.from_dict({**OLD_SAOL_DICT, "method": "cam"})
+    assert cam.options == {"cutmix_prob": 0.25, "cutmix_alpha": 1.0}
+    assert ModelConfig.from_dict(cam.to_dict()) == cam
+
+
+def test_other_methods_options_are_checked_then_ignored() -> None:
+    cfg = make_config("cifar_resnet20", "cam", 3, saol_mid=64, cutmix_prob=0.25)  # one recipe for every method
+    assert cfg.options == {"cutmix_prob": 0.25, "cutmix_alpha": 1.0}
+    with pytest.raises(ValueError, match="odd"):
+        make_config("cifar_resnet20", "cam", 3, saol_kernel=2)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +103,65 @@ def test_a_posthoc_kind_without_its_package_says_what_to_install(monkeypatch: py
 def test_an_unknown_posthoc_kind_fails_in_one_line() -> None:
     with pytest.raises(UserError, match="unknown post-hoc map kind 'gradcam2'; valid: gradcam, gradcampp"):
         posthoc_raw_maps(_model("cam"), _images(), torch.tensor([0, 1, 2]), "gradcam2")
+
+
+# the post-hoc kinds through the registry: eval --map gradcam and compare --add-maps
+
+
+@pytest.fixture(scope="module")
+def tiny_cam(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from saolctl.data import DigitsConfig
+    from saolctl.engine.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("posthoc") / "cam"
+    train(TrainConfig(method="cam", out=out, epochs=1, batch_size=32, device="cpu",
+                      digits=DigitsConfig(train_size=96, val_size=32, test_size=32)))
+    return out
+
+
+def test_every_method_offers_the_posthoc_kinds_after_its_own() -> None:
+    from saolctl.localization.maps import default_map_kind, map_kind_names
+
+    for method in ("cam", "abn", "saol"):
+        names = map_kind_names(method)
+        assert names[-len(POSTHOC_KINDS):] == list(POSTHOC_KINDS) and default_map_kind(method) == names[0]
+
+
+def test_eval_scores_a_posthoc_map_kind(tiny_cam: Path, tmp_path: Path) -> None:
+    from saolctl.engine.eval_run import EvalSettings, run_eval
+
+    report, meta, _ = run_eval(EvalSettings(ckpt=tiny_cam / "last.pt", split="test", map_kind="gradcam",
+                                            device="cpu", threshold_step=0.01), out_dir=tmp_path / "e")
+    assert meta["map"] == "gradcam" and report.metrics["num_images"] == 32
+    cam, _, _ = run_eval(EvalSettings(ckpt=tiny_cam / "last.pt", split="test", device="cpu", threshold_step=0.01),
+                         out_dir=tmp_path / "c")
+    assert report.metrics["top1"] == cam.metrics["top1"]  # the same classifier, another map
+    assert "gradcam" in (tmp_path / "e" / "eval.json").read_text()
+
+
+def test_compare_adds_posthoc_rows_for_every_method(tiny_cam: Path, tmp_path: Path) -> None:
+    from saolctl.engine.compare_run import CompareSettings, run_compare
+
+    result = run_compare(CompareSettings(methods=("cam",), ckpts={"cam": tiny_cam / "last.pt"}, out=tmp_path / "c",
+                                         device="cpu", grid_images=2, threshold_step=0.05,
+                                         extra_maps=("gradcam", "eigencam")))
+    assert list(result.table["map"]) == ["cam", "gradcam", "eigencam"]
+    assert result.table["max_box_acc_v2"].between(0, 100).all() and result.table["top1"].nunique() == 1
+
+
+def test_compare_refuses_a_kind_that_is_not_shared() -> None:
+    from saolctl.engine.compare_run import CompareSettings
+
+    with pytest.raises(UserError, match="--add-maps: 'contrib' is not a map kind every method has"):
+        CompareSettings(extra_maps=("contrib",))
+
+
+def test_a_missing_extra_fails_before_evaluating(monkeypatch: pytest.MonkeyPatch, tiny_cam: Path,
+                                                 tmp_path: Path) -> None:
+    from saolctl.engine.eval_run import EvalSettings, run_eval
+
+    monkeypatch.setattr(posthoc, "_package_installed", lambda: False)
+    with pytest.raises(UserError, match=r"map kind 'gradcam' needs the posthoc extra: pip install"):
+        run_eval(EvalSettings(ckpt=tiny_cam / "last.pt", split="test", map_kind="gradcam", device="cpu"),
+                 out_dir=tmp_path / "e")
+    assert not (tmp_path / "e").exists()

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from saolctl import __version__
-from saolctl.cli import backbones, compare, digits, localize, train
+from saolctl.cli import backbones, compare, digits, localize, methods, train
 from saolctl.cli import eval as eval_cmd
 
 app = typer.Typer(
@@ -35,7 +35,7 @@ def main_options(
     ctx.obj = {"debug": debug}
 
 
-for module in (train, eval_cmd, localize, compare, backbones, digits):
+for module in (train, eval_cmd, localize, compare, methods, backbones, digits):
     module.register(app)
 
 

@@ -16,17 +16,10 @@ from saolctl.cli.options import parse_model_options, split_pairs
 from saolctl.cli.progress import RichReporter
 from saolctl.engine.compare_run import CompareSettings, run_compare
 from saolctl.errors import UserError
+from saolctl.report.columns import COMPARE_TABLES, SHORT_HEADERS
 from saolctl.report.tables import rich_table
 
 
-# The final table in two parts with short headers, so that each fits an 80-column terminal or log file uncut.
-COMPARE_TABLES = (
-    ("classification and boxes", ("top1", "max_box_acc", "max_box_acc_v2", "pxap")),
-    ("localization detail", ("box_acc_iou30", "box_acc_iou50", "box_acc_iou70", "gt_known_loc", "top1_loc")),
-)
-SHORT_HEADERS = {"top1": "top1", "max_box_acc": "MaxBoxAcc", "max_box_acc_v2": "MaxBoxAccV2", "pxap": "PxAP",
-                 "box_acc_iou30": "IoU30", "box_acc_iou50": "IoU50", "box_acc_iou70": "IoU70",
-                 "gt_known_loc": "GT-known", "top1_loc": "Top1Loc"}
 
 
 def compare_tables(table: pd.DataFrame, data: str) -> list[Table]:
@@ -40,7 +33,7 @@ def compare_tables(table: pd.DataFrame, data: str) -> list[Table]:
 
 def compare_command(
     ctx: typer.Context,
-    methods: str = typer.Option("cam,abn,saol", "--methods", help="Comma-separated methods to compare."),
+    methods: str = typer.Option("cam,abn,saol", "--methods", help="Comma-separated methods to compare (`saolctl methods` lists them)."),
     ckpt: Optional[List[str]] = typer.Option(None, "--ckpt", help="METHOD=PATH of a trained checkpoint (repeatable); missing methods are trained."),
     data: str = typer.Option("digits", "--data", "-d", help="'digits' (embedded default) or a dataset folder."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for methods trained here (default: recipe)."),
@@ -53,10 +46,11 @@ def compare_command(
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: 0 for the embedded digits, else one per core up to 8)."),
     thresholds_step: float = typer.Option(0.001, "--thresholds-step", help="Step of the CAM thresholds."),
     option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Model option KEY=VALUE for methods trained here."),
+    add_maps: str = typer.Option("", "--add-maps", help="Comma-separated map kinds every method has (post-hoc: gradcam, gradcampp, ...) to evaluate beside each method's own."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="Checkpoint of methods trained here to evaluate: last (wsolevaluation's default), best (val MaxBoxAccV2) or best_top1."),
     out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Output folder."),
 ) -> None:
-    """Compare CAM, ABN and SAOL: table, curves, map grid and report.md."""
+    """Compare methods (default CAM, ABN and SAOL): table, curves, map grid and report.md."""
     with user_errors(is_debug(ctx)):
         if epochs is not None and epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {epochs}")
@@ -65,6 +59,7 @@ def compare_command(
             data=data, out=out, seed=seed, epochs=epochs, backbone=backbone, device=device, workers=workers,
             threshold_step=thresholds_step, model_options=parse_model_options(option), batch_size=batch_size,
             amp=amp, channels_last=channels_last, checkpoint=checkpoint,
+            extra_maps=tuple(k.strip() for k in add_maps.split(",") if k.strip()),
         )
         console = Console()
         result = run_compare(settings, reporter_for=lambda m: RichReporter(console, label=m),

@@ -39,7 +39,7 @@ def localize_command(
     ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Map threshold in [0, 1) (default: the checkpoint's best validation threshold)."),
     target: str = typer.Option("pred", "--target", help="'pred' or a class name / index whose map is drawn."),
-    map_kind: Optional[str] = typer.Option(None, "--map", help="Map kind (default: the method's default)."),
+    map_kind: Optional[str] = typer.Option(None, "--map", help="Map kind (default: the method's default; `saolctl methods` lists each method's kinds)."),
     num: int = typer.Option(8, "--num", help="How many split images to take when no images are given."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     out: Path = typer.Option(Path("runs/localize"), "--out", "-o", help="Output folder."),

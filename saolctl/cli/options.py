@@ -15,7 +15,7 @@ except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency the
 import typer
 
 from saolctl.errors import UserError
-from saolctl.models import list_options
+from saolctl.methods.registry import find_option
 
 
 def parse_value(text: str) -> Any:
@@ -45,8 +45,7 @@ def parse_model_options(pairs: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in split_pairs(pairs, "--option", "KEY=VALUE"):
         key = key.replace("-", "_")
-        if key not in list_options():
-            raise UserError(f"unknown model option {key!r}; valid: {', '.join(list_options())}")
+        find_option(key)  # an unknown name fails listing the valid ones
         out[key] = parse_value(value)
     return out
 

@@ -19,7 +19,7 @@ from saolctl.errors import UserError
 
 def train_command(
     ctx: typer.Context,
-    method: str = typer.Option("saol", "--method", "-m", help="Output layer: saol, cam or abn."),
+    method: str = typer.Option("saol", "--method", "-m", help="Method (output layer): saol, cam, abn or a plugin; `saolctl methods` lists them."),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone name (see `saolctl backbones`); default: the data's recipe."),
     data: str = typer.Option("digits", "--data", "-d", help="'digits' (embedded default) or a dataset folder."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default: recipe)."),
@@ -42,7 +42,7 @@ def train_command(
     option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Model option KEY=VALUE (repeatable), e.g. att_entropy=0.3."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file of these options (flags given here win)."),
 ) -> None:
-    """Train a classifier with a SAOL, CAM or ABN output layer."""
+    """Train a classifier with a SAOL, CAM or ABN output layer (or a registered method's)."""
     with user_errors(is_debug(ctx)):
         given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}
         file_opts = read_config_file(config)

@@ -276,8 +276,12 @@ def _wsol_num_classes(meta: Path) -> int:
     return top + 1
 
 
-def read_wsol(root: Path, split: str, *, load_targets: bool) -> SampleIndex:
-    """Read a split of the WSOL metadata layout, with boxes and/or masks when load_targets."""
+def read_wsol(root: Path, split: str, *, load_targets: bool, need_images: bool = True) -> SampleIndex:
+    """Read a split of the WSOL metadata layout, with boxes and/or masks when load_targets.
+
+    ``need_images=False`` (scoring saved maps): the images may be absent; their root is then ``ROOT/images``
+    when that folder exists, else ``ROOT``, and sizes come from ``image_sizes.txt`` or a header if present.
+    """
     meta = root / "metadata"
     split_meta = meta / split
     ids_file = split_meta / "image_ids.txt"
@@ -297,7 +301,11 @@ def read_wsol(root: Path, split: str, *, load_targets: bool) -> SampleIndex:
     missing = [i for i in image_ids if i not in label_of]
     if missing:
         raise DataError(f"{len(missing)} image ids have no class label in {labels_file} (first: {missing[0]})")
-    image_root = _find_root([root / "images", root], image_ids[0], "images", ids_file)
+    roots = [root / "images", root]
+    if need_images or any((r / image_ids[0]).exists() for r in roots):
+        image_root = _find_root(roots, image_ids[0], "images", ids_file)
+    else:
+        image_root = roots[0] if roots[0].is_dir() else root
     paths = [str(image_root / i) for i in image_ids]
     labels = np.asarray([label_of[i] for i in image_ids], dtype=np.int64)
     index = SampleIndex("wsol", root, split, _wsol_class_names(meta, num_classes), paths, labels)
@@ -356,15 +364,16 @@ def read_wsol(root: Path, split: str, *, load_targets: bool) -> SampleIndex:
 
 
 def read_index(
-    path: Path, fmt: str, split: str, *, boxes_dir: Path | None = None, load_targets: bool = True
+    path: Path, fmt: str, split: str, *, boxes_dir: Path | None = None, load_targets: bool = True,
+    need_images: bool = True,
 ) -> SampleIndex:
-    """Read a split of a dataset on disk in the given layout."""
+    """Read a split of a dataset on disk in the given layout (``need_images=False``: WSOL images may be absent)."""
     if fmt == "imagefolder":
         return read_imagefolder(path, split, boxes_dir=boxes_dir, load_targets=load_targets)
     if fmt == "cub":
         return read_cub(path, split, load_targets=load_targets)
     if fmt == "wsol":
-        return read_wsol(path, split, load_targets=load_targets)
+        return read_wsol(path, split, load_targets=load_targets, need_images=need_images)
     raise DataError(f"unknown data format {fmt!r} for {path}: use one of {', '.join(FORMATS)}")
 
 

@@ -15,6 +15,7 @@ import torchvision
 from torch import nn
 
 import saolctl
+from saolctl.engine.distributed import unwrap_model
 from saolctl.errors import UserError
 from saolctl.models import ModelConfig, build_model
 
@@ -85,7 +86,7 @@ def make_checkpoint(
     resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the checkpoint dict of SPEC section 4 (resume state optional)."""
-    net = model.module if hasattr(model, "module") else model
+    net = unwrap_model(model)
     config: ModelConfig = net.config
     ckpt: dict[str, Any] = {
         "format": FORMAT,

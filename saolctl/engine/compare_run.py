@@ -1,8 +1,8 @@
 """Compare methods under one protocol on the same images: table, curves, map grid and report.md.
 
 Missing checkpoints are trained first, every method with the same recipe and budget. Each method is
-evaluated under every map kind it has (SAOL: contrib, attention, spatial, gapcam), on the validation
-split (where thresholds are chosen) and on the test split (the reported numbers).
+evaluated under every map kind of its own that its model can draw (the method registry says which), on
+the validation split (where thresholds are chosen) and on the test split (the reported numbers).
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from saolctl.engine.train import (Reporter, TrainConfig, TrainResult, autocast_f
 from saolctl.engine.validation import check_int, check_model_options, check_output_dir, check_unit_interval
 from saolctl.errors import UserError
 from saolctl.localization.contours import largest_box
-from saolctl.localization.maps import MAP_KINDS, default_map_kind, score_maps
-from saolctl.models import METHODS, list_backbones
+from saolctl.methods.registry import shared_map_kinds
+from saolctl.localization.maps import default_map_kind, find_map_kind, forward_options, own_map_kinds, score_maps
+from saolctl.methods.registry import get_method, list_methods
+from saolctl.models import list_backbones
+from saolctl.report.columns import COMPARE_COLUMNS, REPORT_COLUMNS
 from saolctl.report.figures import plot_curves, save_grid
 from saolctl.report.tables import markdown_table
 
@@ -37,9 +40,6 @@ CHECKPOINT_WORDS = {
     "best": "best.pt (the epoch of best validation MaxBoxAccV2 where validation has boxes, else top-1)",
     "best_top1": "epoch of best validation top-1 (best_top1.pt)",
 }
-COLUMNS = ["method", "map", "default_map", "top1", "top5", "max_box_acc", "max_box_acc_v2", "box_acc_iou30",
-           "box_acc_iou50", "box_acc_iou70", "gt_known_loc", "top1_loc", "pxap", "val_top1", "val_max_box_acc_v2",
-           "val_pxap", "val_best_threshold", "num_images", "num_localized"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ class CompareSettings:
     # which checkpoint of a method trained here is evaluated: "last" (wsolevaluation's default,
     # --eval_checkpoint_type last), "best" (best.pt: val MaxBoxAccV2 where val has boxes) or "best_top1"
     checkpoint: str = "last"
+    # map kinds every method offers (post-hoc: gradcam, ...) evaluated beside each method's own kinds
+    extra_maps: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Check methods, names and ranges before anything is trained or written."""
@@ -77,6 +79,10 @@ class CompareSettings:
         check_int("--batch-size", self.batch_size, 1, optional=True)
         check_unit_interval("--thresholds-step", self.threshold_step, open_low=True)
         check_model_options(self.model_options)
+        shared = [k.name for k in shared_map_kinds()]
+        for kind in self.extra_maps:
+            if kind not in shared:
+                raise UserError(f"--add-maps: {kind!r} is not a map kind every method has; valid: {', '.join(shared)}")
         if self.checkpoint not in TRAINED_CHECKPOINTS:
             raise UserError(f"--checkpoint must be one of {', '.join(TRAINED_CHECKPOINTS)}, got {self.checkpoint!r}")
 
@@ -93,9 +99,10 @@ class CompareResult:
 
 def check_methods(methods: tuple[str, ...], ckpts: dict[str, Path]) -> None:
     """Raise ValueError for unknown or repeated methods, or checkpoints of methods not compared."""
-    bad = [m for m in methods if m not in METHODS]
+    valid = list_methods()
+    bad = [m for m in methods if m not in valid]
     if bad or not methods:
-        raise UserError(f"unknown method(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(METHODS)}")
+        raise UserError(f"unknown method(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(valid)}")
     if len(set(methods)) != len(methods):
         raise UserError(f"a method is named twice in --methods: {','.join(methods)}")
     extra = sorted(set(ckpts) - set(methods))
@@ -147,9 +154,9 @@ def run_compare(
         if method not in runs:  # trained here; given checkpoints were loaded above
             runs[method] = load_run(path, device)
         run = runs[method]
-        kinds = list(MAP_KINDS[method])
-        if method == "saol" and run.model.gap_head is None:
-            kinds.remove("gapcam")
+        kinds = own_map_kinds(run.model) + [k for k in settings.extra_maps if k not in own_map_kinds(run.model)]
+        for kind in settings.extra_maps:
+            find_map_kind(method, kind).check_available(run.model)
         results = {}
         for split in (settings.val_split, settings.test_split):
             say(f"evaluating {method} on {split} ({', '.join(kinds)})")
@@ -177,7 +184,7 @@ def run_compare(
             if len(test.curves.columns) > 1:
                 curves[f"{method} ({kind})"] = test.curves
     table = pd.DataFrame(rows)
-    table = table[[c for c in COLUMNS if c in table.columns]]
+    table = table[[c for c in COMPARE_COLUMNS if c in table.columns]]
     out.mkdir(parents=True, exist_ok=True)
 
     files = {"csv": out / "compare.csv", "json": out / "compare.json", "report": out / "report.md"}
@@ -229,12 +236,11 @@ def _grid(runs: dict[str, LoadedRun], ds: Any, thresholds: dict[tuple[str, str],
     boxes: dict[str, list[np.ndarray]] = {}
     for method, run in runs.items():
         x = batch.images.to(device)
-        out = run.model(x, with_gap_head=True) if method == "saol" else run.model(x)
-        for kind in MAP_KINDS[method]:
-            if (method, kind) not in thresholds:
-                continue
-            maps = score_maps(run.model, out, batch.labels.to(device), size, kind).cpu().numpy()
-            name = method if len(MAP_KINDS[method]) == 1 else f"{method}:{kind}"
+        kinds = [kind for kind in own_map_kinds(run.model) if (method, kind) in thresholds]
+        out = run.model(x, **forward_options(method, kinds))
+        for kind in kinds:
+            maps = score_maps(run.model, out, batch.labels.to(device), size, kind, x).cpu().numpy()
+            name = method if len(get_method(method).map_kinds) == 1 else f"{method}:{kind}"
             columns[name] = list(maps)
             tau = thresholds[(method, kind)]
             boxes[name] = [largest_box(m, tau)[None] if np.isfinite(tau) else np.zeros((0, 4)) for m in maps]
@@ -245,7 +251,7 @@ def _grid(runs: dict[str, LoadedRun], ds: Any, thresholds: dict[tuple[str, str],
 
 def report_markdown(table: pd.DataFrame, settings: CompareSettings, ckpts: dict[str, Path],
                     files: dict[str, Path]) -> str:
-    """Return report.md: what was compared, the table, the SAOL map note, and the figures."""
+    """Return report.md: what was compared, the table, each method's notes on it, and the figures."""
     lines = [f"# saolctl compare — {settings.data}", ""]
     lines.append(f"Methods: {', '.join(settings.methods)}; seed {settings.seed}; the same recipe and budget for "
                  "every method trained here. Numbers are on the test split under the reference protocol (metrics in "
@@ -257,27 +263,11 @@ def report_markdown(table: pd.DataFrame, settings: CompareSettings, ckpts: dict[
     lines.append(f"Methods trained here are evaluated at their {CHECKPOINT_WORDS[settings.checkpoint]} "
                  f"(`--checkpoint {settings.checkpoint}`).")
     lines.append("")
-    shown = [c for c in ["method", "map", "top1", "max_box_acc", "max_box_acc_v2", "box_acc_iou30", "box_acc_iou50",
-                         "box_acc_iou70", "gt_known_loc", "top1_loc", "pxap", "val_max_box_acc_v2"] if c in table]
+    shown = [c for c in REPORT_COLUMNS if c in table]
     lines.append(markdown_table(table[shown]))
     lines.append("")
-    saol = table[table["method"] == "saol"] if "method" in table else table.iloc[0:0]
-    if len(saol) and "val_max_box_acc_v2" in saol:
-        best = saol.loc[saol["val_max_box_acc_v2"].idxmax()]
-        default = saol[saol["default_map"]].iloc[0]
-        lines.append(f"SAOL's default map is `{default['map']}` (A * Y_c, SPEC section 2.2). On the validation split "
-                     f"the SAOL map that localizes best is `{best['map']}` (MaxBoxAccV2 "
-                     f"{best['val_max_box_acc_v2']:.1f} vs {default['val_max_box_acc_v2']:.1f} for the default).")
-        cam = table[(table["method"] == "cam")]
-        if len(cam) and "max_box_acc_v2" in table:
-            c = cam.iloc[0]
-            verdict = "reaches" if default["max_box_acc_v2"] >= c["max_box_acc_v2"] else "does not reach"
-            lines.append(f"On test, SAOL's default map {verdict} CAM's MaxBoxAccV2 ({default['max_box_acc_v2']:.1f} "
-                         f"vs {c['max_box_acc_v2']:.1f}); top-1 {default['top1']:.1f} vs {c['top1']:.1f}.")
-            lines.append("The SAOL options each recipe uses, and a 3-seed study of the variants (none of which "
-                         "reached CAM's MaxBoxAccV2 on the embedded digits or on pets3), are in saolctl's "
-                         "docs/saol-localization.md.")
-        lines.append("")
+    for method in settings.methods:
+        lines += get_method(method).report_notes(table)
     if "curves" in files:
         lines += ["## BoxAcc vs threshold", "", f"![curves]({files['curves'].name})", ""]
     if "grid" in files:

@@ -196,6 +196,11 @@ def wrap_ddp(model: nn.Module, ctx: DistContext, *, find_unused_parameters: bool
     return ddp(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters, **no_forward_sync)
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Return the plain network inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
 class SupportsCounters(Protocol):
     """Anything that can export its counters as an int64 vector and load them back (EvalCounters)."""
 

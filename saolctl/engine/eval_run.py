@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,14 +13,21 @@ from torch import nn
 from saolctl.data import DigitsConfig, LocalizationDataset, default_workers, has_split, make_loader, open_dataset
 from saolctl.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, model_from_checkpoint
 from saolctl.engine.distributed import DistContext, barrier, cleanup, eval_sampler, init_distributed, sum_counters
+from saolctl.data.maps_dir import MapWriter
+from saolctl.data.split_targets import dataset_image_ids
 from saolctl.engine.evaluate import EvalReport, evaluate, summarize
+from saolctl.engine.map_scoring import MapScorer
 from saolctl.engine.train import autocast_factory, resolve_device, wants_channels_last
 from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
 from saolctl.errors import UserError
 from saolctl.localization.maps import check_map_kind, default_map_kind
+from saolctl.methods.registry import get_method
 from saolctl.models import create_model
 from saolctl.models.backbones import imagenet_classifier
 from saolctl.report.figures import plot_curves
+
+
+PRETRAINED_METHOD = "cam"  # what an off-the-shelf ImageNet classifier is (GAP-FC), for eval without --ckpt
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class EvalSettings:
     strict_images: bool = False
     pretrained_backbone: str | None = None
     img_size: int = 224
+    save_maps: Path | None = None  # write the scored maps here, one <image_id>.npy each (wsolevaluation's convention)
 
     def __post_init__(self) -> None:
         """Check the ranges before any model or data is loaded."""
@@ -82,8 +90,8 @@ def load_run(path: Path, device: torch.device) -> LoadedRun:
 
 def pretrained_cam_run(backbone: str, img_size: int, device: torch.device) -> LoadedRun:
     """Return the CAM model of an off-the-shelf ImageNet classifier (its own 1000-class head)."""
-    model = create_model(backbone, "cam", num_classes=1000, pretrained=True)
-    model.head.fc.load_state_dict(imagenet_classifier(backbone).state_dict())
+    model = create_model(backbone, PRETRAINED_METHOD, num_classes=1000, pretrained=True)
+    get_method(PRETRAINED_METHOD).adopt_imagenet_classifier(model, imagenet_classifier(backbone))
     names = [str(i) for i in range(1000)]
     return LoadedRun({}, model.to(device).eval(), names, img_size, "", None, None, 0)
 
@@ -144,6 +152,8 @@ def run_eval(
     """
     if out_dir is not None:
         check_output_dir(out_dir)  # fail before the evaluation, not after it
+    if settings.save_maps is not None:
+        check_output_dir(settings.save_maps)
     ctx = init_distributed(resolve_device(settings.device))
     try:
         return _run_eval(settings, out_dir, on_batch, on_start, ctx)
@@ -178,10 +188,13 @@ def _run_eval(
     channels_last = wants_channels_last(settings.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    counters = evaluate(model, loader, num_classes=len(run.class_names), device=device,
-                        with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=[kind], target=settings.target,
-                        threshold_step=settings.threshold_step, on_batch=on_batch,
-                        autocast=autocast_factory(device, settings.amp), channels_last=channels_last)
+    saver = MapWriter(settings.save_maps, dataset_image_ids(ds), kind) if settings.save_maps else None
+    with MapScorer(workers) as scorer:  # --workers N >= 2: the contour work in N processes
+        counters = evaluate(model, loader, num_classes=len(run.class_names), device=device,
+                            with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=[kind],
+                            target=settings.target, threshold_step=settings.threshold_step, on_batch=on_batch,
+                            autocast=autocast_factory(device, settings.amp), channels_last=channels_last,
+                            scorer=scorer, on_maps=saver)
     sum_counters(counters.values(), ctx)  # exact: int64 counters of disjoint shards
     report = summarize(counters[kind], run.class_names)
     meta = {
@@ -194,10 +207,21 @@ def _run_eval(
     meta["stored_threshold"] = "best_threshold" in report.metrics and stores_threshold(settings, run, split, kind)
     if ctx.is_main:  # only rank 0 writes
         write_eval_outputs(report, meta, out_dir)
+        if saver is not None:
+            saver.write_manifest(saved_maps_info(meta, run, settings))
         if meta["stored_threshold"]:
             store_threshold(Path(settings.ckpt), run.ckpt, float(report.metrics["best_threshold"]))
     barrier(ctx)
     return report, meta, out_dir
+
+
+def saved_maps_info(meta: dict[str, Any], run: LoadedRun, settings: EvalSettings) -> dict[str, Any]:
+    """Return what ``--save-maps`` records beside the maps, so that ``eval --maps`` finds the same data."""
+    same = settings.data is None or settings.data == run.data_source
+    digits = run.digits if same else None
+    return {**{k: meta[k] for k in ("checkpoint", "method", "backbone", "map", "target", "data", "split", "img_size")},
+            "data_format": settings.format or (run.data_format if same else None),
+            "digits": None if digits is None else asdict(digits), "seed": run.seed}
 
 
 def write_eval_outputs(report: EvalReport, meta: dict[str, Any], out_dir: Path) -> None:

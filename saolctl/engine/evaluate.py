@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import contextlib
+from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -17,9 +18,10 @@ import torch
 from torch import nn
 
 from saolctl.errors import UserError
-from saolctl.localization.contours import level_candidates_v1_v2
+from saolctl.engine.distributed import unwrap_model
+from saolctl.engine.map_scoring import MapChunk, MapScorer, split_evenly
 from saolctl.localization.evaluators import BoxEvaluator, MaskEvaluator
-from saolctl.localization.maps import default_map_kind, score_maps
+from saolctl.localization.maps import default_map_kind, forward_options, score_maps
 
 IOU_THRESHOLDS = (30, 50, 70)
 
@@ -116,10 +118,15 @@ def accumulate_batch(
     ignore: torch.Tensor | None,
     *,
     target: str,
+    scorer: MapScorer | None = None,
+    on_maps: Callable[[str, np.ndarray], None] | None = None,
 ) -> None:
-    """Run the model once on a batch and add what each map kind got right to its counters."""
-    need_gap = "gapcam" in counters
-    out = model(images, with_gap_head=True) if need_gap else model(images)
+    """Run the model once on a batch and add what each map kind got right to its counters.
+
+    ``scorer`` does the contour work (default: in this process; a pool's counts land after ``drain``);
+    ``on_maps(kind, maps)`` receives each kind's scored maps (B, S, S) float32.
+    """
+    out = model(images, **forward_options(model.config.method, counters))  # one pass serves every kind
     logits = out.logits  # (B, K)
     top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
     pred = top5[:, 0]
@@ -138,14 +145,16 @@ def accumulate_batch(
         np.add.at(c.class_top1, labels_np, correct_np.astype(np.int64))
         if not c.with_boxes and c.mask is None:
             continue
-        maps = score_maps(model, out, targets, size, kind).float().cpu().numpy()  # (B, S, S)
-        if c.with_boxes:
-            for i in range(len(maps)):  # V1 and V2 candidates of a map share most of their work
-                v1, v2 = level_candidates_v1_v2(maps[i]) if len(gt[i]) else (None, None)  # no box: skipped
-                c.box_v2.accumulate_candidates(v2, gt[i], bool(correct_np[i]))
-                c.box_v1[labels_np[i]].accumulate_candidates(v1, gt[i], bool(correct_np[i]))
-        if c.mask is not None and masks is not None:
-            c.mask.accumulate(maps, masks.cpu().numpy(), None if ignore is None else ignore.cpu().numpy())
+        maps = score_maps(model, out, targets, size, kind, images).float().cpu().numpy()  # (B, S, S)
+        if on_maps is not None:
+            on_maps(kind, maps)
+        masks_np = None if c.mask is None or masks is None else masks.cpu().numpy()  # (B, S, S) bool
+        ignore_np = None if masks_np is None or ignore is None else ignore.cpu().numpy()
+        chunks = scorer or MapScorer()  # V1 and V2 candidates of a map share most of their work
+        for part in split_evenly(len(maps), chunks.processes, 64):
+            chunks.submit(c, MapChunk(maps[part], gt[part], labels_np[part], correct_np[part],
+                                      None if masks_np is None else masks_np[part],
+                                      None if ignore_np is None else ignore_np[part]))
 
 
 @torch.no_grad()
@@ -163,18 +172,22 @@ def evaluate(
     on_batch: Callable[[int], None] | None = None,
     autocast: Callable[[], Any] | None = None,
     channels_last: bool = False,
+    scorer: MapScorer | None = None,
+    on_maps: Callable[[np.ndarray, str, np.ndarray], None] | None = None,
 ) -> dict[str, EvalCounters]:
     """Evaluate a model over batches (saolctl.data.Batch); return filled counters per map kind.
 
     Every map kind shares one forward pass per batch; the default is the method's default map.
     ``channels_last`` feeds the images in torch.channels_last memory format (as the model's weights).
+    ``scorer`` runs the contour work (e.g. in worker processes; default: here); ``on_maps(indices, kind,
+    maps)`` receives the dataset indices (B,) and the scored maps (B, S, S) float32 of every batch.
     """
     if target not in ("gt", "pred"):
         raise UserError(f"target must be 'gt' or 'pred', got {target!r}")
     if not 0.0 < threshold_step < 1.0:
         raise UserError(f"threshold step must be in (0, 1), got {threshold_step}")
     model.eval()
-    net = model.module if hasattr(model, "module") else model
+    net = unwrap_model(model)
     kinds = list(map_kinds) if map_kinds else [default_map_kind(net.config.method)]
     thresholds = np.arange(0, 1, threshold_step)
     counters = {k: EvalCounters(num_classes, thresholds, with_boxes, with_masks) for k in kinds}
@@ -189,9 +202,12 @@ def evaluate(
         if len(labels) == 0:
             continue
         with context():
-            accumulate_batch(counters, net, images, labels, batch.boxes, batch.masks, batch.ignore, target=target)
+            accumulate_batch(counters, net, images, labels, batch.boxes, batch.masks, batch.ignore, target=target,
+                             scorer=scorer, on_maps=None if on_maps is None else partial(on_maps, batch.indices.numpy()))
         if on_batch is not None:
             on_batch(len(labels))
+    if scorer is not None:
+        scorer.drain()
     return counters
 
 

@@ -19,7 +19,7 @@ from saolctl.engine.train import resolve_device
 from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
 from saolctl.errors import UserError
 from saolctl.localization.contours import largest_box
-from saolctl.localization.maps import check_map_kind, default_map_kind, score_maps
+from saolctl.localization.maps import default_map_kind, find_map_kind, forward_options, score_maps
 from saolctl.report.figures import save_overlay
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -110,7 +110,7 @@ def run_localize(settings: LocalizeSettings, out_dir: Path) -> pd.DataFrame:
     run = load_run(settings.ckpt, device)
     method = run.model.config.method
     kind = settings.map_kind or default_map_kind(method)
-    check_map_kind(method, kind)
+    find_map_kind(method, kind).check_available(run.model)
     target_idx = resolve_target(settings.target, run.class_names)
     threshold = settings.threshold
     if threshold is None:
@@ -125,11 +125,13 @@ def run_localize(settings: LocalizeSettings, out_dir: Path) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for n, (name, x, orig, gt, display, label) in enumerate(_items(run, settings)):
-        out = run.model(x[None].to(device), with_gap_head=True) if kind == "gapcam" else run.model(x[None].to(device))
+        images = x[None].to(device)  # (1, 3, S, S)
+        out = run.model(images, **forward_options(method, [kind]))
         probs = out.probs[0]
         pred = int(probs.argmax())
         cls = pred if target_idx is None else target_idx
-        smap = score_maps(run.model, out, torch.tensor([cls], device=device), (run.img_size, run.img_size), kind)[0]
+        smap = score_maps(run.model, out, torch.tensor([cls], device=device), (run.img_size, run.img_size), kind,
+                          images)[0]
         box = largest_box(smap.cpu().numpy(), float(threshold))  # (4,) inclusive, S px
         box_orig = box_to_original(box, run.img_size, orig)
         row: dict[str, Any] = {

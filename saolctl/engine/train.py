@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -41,7 +41,8 @@ from saolctl.engine.validation import (
     check_int, check_model_options, check_number, check_output_dir, check_unit_interval,
 )
 from saolctl.errors import UserError
-from saolctl.models import METHODS, build_model, create_objective, list_backbones, make_config
+from saolctl.methods.registry import get_method
+from saolctl.models import build_model, create_objective, list_backbones, make_config
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Check names, types and ranges before anything is built or written."""
-        if self.method not in METHODS:
-            raise UserError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        get_method(self.method)  # an unknown name fails listing the valid ones
         if self.backbone is not None and self.backbone not in list_backbones():
             raise UserError(f"unknown backbone {self.backbone!r}; valid: {', '.join(list_backbones())}")
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("img_size", 16)):
@@ -224,16 +224,27 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid: sgd, adamw")
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Return the LR multiplier of step t: linear warm-up, then cosine decay to 0."""
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
+                   warmup_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Return the per-step schedule: linear warm-up to the peak over ``warmup_steps``, then cosine decay to 0."""
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup_steps, 1))
+    if warmup_steps < 1:
+        return cosine
+    # step t < W: (t + 1) / W of the peak, reaching it at the last warm-up step
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup_steps, end_factor=1.0,
+                                               total_iters=max(warmup_steps - 1, 1))
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(warmup_steps, 1)
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
-    return factor
+def restore_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any]) -> None:
+    """Load a saved schedule; one saved before saolctl used SequentialLR (a LambdaLR) is replayed to its step."""
+    if "lr_lambdas" not in state:
+        scheduler.load_state_dict(state)
+        return
+    with warnings.catch_warnings():  # stepping the schedule without optimiser steps is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(int(state["last_epoch"])):  # the schedule is a function of the step alone
+            scheduler.step()
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -326,9 +337,7 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * recipe.epochs
     optimizer = make_optimizer(recipe, net)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, int(recipe.warmup_epochs * steps_per_epoch))
-    )
+    scheduler = make_scheduler(optimizer, total_steps, int(recipe.warmup_epochs * steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
     autocast = autocast_factory(device, config.amp)
 
@@ -364,7 +373,7 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
         ckpt = resumed
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        restore_scheduler(scheduler, ckpt["scheduler"])
         restore_scaler(scaler, ckpt["scaler"])
         restore_rng(rng, ckpt["rng_by_rank"][ctx.rank] if ctx.enabled else ckpt["rng"])
         start_epoch = int(ckpt["epoch"]) + 1

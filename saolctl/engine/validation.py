@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from saolctl.errors import UserError
-from saolctl.models import list_options, option_defaults
+from saolctl.methods.registry import find_option
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, optional: bool = False) -> None:
@@ -44,33 +44,9 @@ def check_unit_interval(name: str, value: Any, open_low: bool = False, optional:
 
 
 def check_model_options(options: dict[str, Any]) -> None:
-    """Raise ValueError for an unknown model option or a value of the wrong type (e.g. att_entropy='abc')."""
-    defaults = option_defaults()
+    """Raise UserError for an unknown model option or a bad value (e.g. att_entropy='abc'), before any work."""
     for name, value in options.items():
-        if name not in defaults:
-            raise UserError(f"unknown model option {name!r}; valid: {', '.join(list_options())}")
-        default = defaults[name]
-        if default is None:
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-            kind = "true or false"
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-            kind = "an integer"
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            kind = "a finite number"
-        elif isinstance(default, tuple):
-            ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-            kind = "a list of integers"
-        elif isinstance(default, str):
-            ok = isinstance(value, str)
-            kind = "a string"
-        else:
-            continue
-        if not ok:
-            raise UserError(f"model option {name} must be {kind}, got {value!r}")
+        find_option(name).validate(value)
 
 
 def check_output_dir(out: str | Path) -> None:

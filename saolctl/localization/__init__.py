@@ -2,10 +2,9 @@
 
 from saolctl.localization.contours import boxes_at_threshold, largest_box
 from saolctl.localization.evaluators import BoxEvaluator, BoxResult, MaskEvaluator, MaskResult
-from saolctl.localization.maps import MAP_KINDS, default_map_kind, normalize_maps, raw_maps, score_maps
+from saolctl.localization.maps import default_map_kind, map_kind_names, normalize_maps, raw_maps, score_maps
 
 __all__ = [
-    "MAP_KINDS",
     "BoxEvaluator",
     "BoxResult",
     "MaskEvaluator",
@@ -13,6 +12,7 @@ __all__ = [
     "boxes_at_threshold",
     "default_map_kind",
     "largest_box",
+    "map_kind_names",
     "normalize_maps",
     "raw_maps",
     "score_maps",

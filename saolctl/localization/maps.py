@@ -1,68 +1,79 @@
-"""Score maps of a target class for every method, batched, then upsampled and normalised (SPEC 2.2).
+"""Score maps of a target class for any method, batched, then upsampled and normalised (SPEC 2.2).
 
-Kinds per method (the first is the default):
-- cam:  ``cam`` = sum_k w_ck X^L_k with the GAP-FC weights (no bias, no ReLU).
-- abn:  ``attention`` = the attention map M; ``class`` = the attention branch's class channel Q_c.
-- saol: ``contrib`` = A * Y_c; ``attention`` = A; ``spatial`` = Y_c; ``gapcam`` = the CAM of the
-  SAOL net's GAP-FC head.
+Which kinds a method has, and how each is computed, is the method's declaration (``saolctl.methods``);
+kinds available to every method (registered with ``register_map_kind``) come after its own. The first of
+a method's own kinds is its default.
 """
 
 from __future__ import annotations
+
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from saolctl.errors import UserError
+from saolctl.methods.base import MapInputs, MapKind
+from saolctl.methods.registry import get_method, shared_map_kinds
 from saolctl.models.outputs import ModelOutput
 
-MAP_KINDS: dict[str, tuple[str, ...]] = {
-    "cam": ("cam",),
-    "abn": ("attention", "class"),
-    "saol": ("contrib", "attention", "spatial", "gapcam"),
-}
+
+def map_kinds_of(method: str) -> list[MapKind]:
+    """Return every map kind a method offers: its own (default first), then those shared by every method."""
+    own = list(get_method(method).map_kinds)
+    names = {k.name for k in own}
+    return own + [k for k in shared_map_kinds() if k.name not in names]
+
+
+def map_kind_names(method: str) -> list[str]:
+    """Return the names of every map kind a method offers."""
+    return [k.name for k in map_kinds_of(method)]
+
+
+def own_map_kinds(model: nn.Module) -> list[str]:
+    """Return the method's own map kinds that this model can draw (what `compare` evaluates)."""
+    return [k.name for k in get_method(model.config.method).map_kinds if k.available(model)]
 
 
 def default_map_kind(method: str) -> str:
     """Return the default map kind of a method."""
-    return MAP_KINDS[method][0]
+    return get_method(method).default_map_kind
+
+
+def find_map_kind(method: str, kind: str) -> MapKind:
+    """Return the map kind ``kind`` of ``method``; one line listing the valid ones when it does not exist."""
+    kinds = map_kinds_of(method)
+    for k in kinds:
+        if k.name == kind:
+            return k
+    raise UserError(f"map kind {kind!r} does not exist for {method}; valid: {', '.join(k.name for k in kinds)}")
 
 
 def check_map_kind(method: str, kind: str) -> None:
-    """Raise ValueError unless ``kind`` is a map kind of ``method``."""
-    if method not in MAP_KINDS:
-        raise UserError(f"unknown method {method!r}; valid: {', '.join(MAP_KINDS)}")
-    if kind not in MAP_KINDS[method]:
-        raise UserError(f"map kind {kind!r} does not exist for {method}; valid: {', '.join(MAP_KINDS[method])}")
+    """Raise UserError unless ``kind`` is a map kind of ``method``."""
+    find_map_kind(method, kind)
 
 
-def _cam(features: Tensor, fc: nn.Linear, targets: Tensor) -> Tensor:
-    weights = fc.weight[targets]  # (B, C)
-    return torch.einsum("bchw,bc->bhw", features, weights)
+def forward_options(method: str, kinds: Iterable[str]) -> dict[str, Any]:
+    """Return the keyword arguments one forward pass needs so that it serves every kind in ``kinds``."""
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        out.update(find_map_kind(method, kind).forward_options)
+    return out
 
 
-def raw_maps(model: nn.Module, output: ModelOutput, targets: Tensor, kind: str | None = None) -> Tensor:
-    """Return the maps (B, h, w) of classes ``targets`` (B,) at feature resolution, before normalisation."""
-    method = output.method
-    kind = kind or default_map_kind(method)
-    check_map_kind(method, kind)
-    idx = torch.arange(targets.shape[0], device=targets.device)
-    if method == "cam":
-        return _cam(output.features, model.head.fc, targets)
-    if method == "abn":
-        if kind == "attention":
-            return output.attention
-        return output.class_maps[idx, targets]
-    if kind == "gapcam":
-        if model.gap_head is None:
-            raise UserError("map kind 'gapcam' needs a SAOL model trained with its GAP-FC head (saol_gap_head)")
-        return _cam(output.features, model.gap_head.fc, targets)
-    if kind == "attention":
-        return output.attention
-    y_c = output.spatial_log_probs[idx, targets].exp()  # (B, H, W)
-    if kind == "spatial":
-        return y_c
-    return output.attention * y_c
+def raw_maps(model: nn.Module, output: ModelOutput, targets: Tensor, kind: str | None = None,
+             images: Tensor | None = None) -> Tensor:
+    """Return the maps (B, h, w) of classes ``targets`` (B,) at feature resolution, before normalisation.
+
+    ``images`` (B, 3, S, S) is the batch, needed only by kinds computed from the input.
+    """
+    spec = find_map_kind(output.method, kind or default_map_kind(output.method))
+    spec.check_available(model)
+    if spec.needs_images and images is None:
+        raise UserError(f"map kind {spec.name!r} is computed from the input images; none were given")
+    return spec.compute(MapInputs(model=model, output=output, targets=targets, images=images))
 
 
 def normalize_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -85,7 +96,8 @@ def normalize_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def score_maps(
-    model: nn.Module, output: ModelOutput, targets: Tensor, size: tuple[int, int], kind: str | None = None
+    model: nn.Module, output: ModelOutput, targets: Tensor, size: tuple[int, int], kind: str | None = None,
+    images: Tensor | None = None,
 ) -> Tensor:
     """Return normalised score maps (B, H, W) in [0, 1] of classes ``targets`` at the evaluated size."""
-    return normalize_maps(raw_maps(model, output, targets, kind).detach(), size)
+    return normalize_maps(raw_maps(model, output, targets, kind, images).detach(), size)

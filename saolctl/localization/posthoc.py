@@ -15,6 +15,7 @@ progress bar); ``tests/test_posthoc.py`` checks it against the package's ``Score
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from saolctl.errors import UserError
+from saolctl.methods.base import MapInputs, MapKind
 
 INSTALL_HINT = "pip install 'saolctl[posthoc]' (the grad-cam package)"
 
@@ -142,3 +144,25 @@ def score_cam(model: nn.Module, images: Tensor, targets: Tensor, chunk: int = 25
     weights = scores.softmax(dim=1)  # (B, C)
     model.train(was_training)
     return torch.einsum("bc,bchw->bhw", weights, acts).clamp_min(0.0)
+
+
+def _package_installed() -> bool:
+    """Return whether pytorch-grad-cam can be imported (without importing it)."""
+    return importlib.util.find_spec("pytorch_grad_cam") is not None
+
+
+def _map_kind(spec: PosthocKind) -> MapKind:
+    """Return the registry's view of one post-hoc kind (computed from the batch's images, with gradients)."""
+
+    def compute(inputs: MapInputs) -> Tensor:
+        if inputs.images is None:
+            raise UserError(f"map kind {spec.name!r} is computed from the input images, which were not given")
+        return posthoc_raw_maps(inputs.model, inputs.images, inputs.targets, spec.name)
+
+    needs_package = bool(spec.cam_class)
+    return MapKind(name=spec.name, doc=f"post-hoc, at the backbone's last stage ({spec.paper})", compute=compute,
+                   needs_images=True, available=(lambda _m: _package_installed()) if needs_package else (lambda _m: True),
+                   needs=f"the posthoc extra: {INSTALL_HINT}" if needs_package else "")
+
+
+POSTHOC_MAP_KINDS: tuple[MapKind, ...] = tuple(_map_kind(spec) for spec in POSTHOC_KINDS.values())

@@ -1,8 +1,7 @@
-"""Models: backbones (a registry), the CAM / ABN / SAOL heads, and their objectives."""
+"""Models: backbones (a registry), the shared head blocks and losses, and create_model over the method registry."""
 
 from saolctl.models.backbones import Backbone, PretrainedUnavailable, backbone_info, list_backbones
 from saolctl.models.factory import (
-    METHODS,
     ModelConfig,
     build_model,
     create_model,
@@ -15,7 +14,6 @@ from saolctl.models.losses import LossTerms
 from saolctl.models.outputs import ModelOutput
 
 __all__ = [
-    "METHODS",
     "Backbone",
     "LossTerms",
     "ModelConfig",

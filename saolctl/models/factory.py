@@ -1,25 +1,24 @@
-"""create_model / create_objective: build any (backbone, method) pair from named options."""
+"""create_model / create_objective: build any (backbone, method) pair from named options.
+
+The methods themselves (their networks, objectives, options and maps) live in ``saolctl.methods``; this
+module turns names and option values into a :class:`ModelConfig` and asks the method registry to build it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from saolctl.errors import UserError
+from saolctl.methods.options import BACKBONE_OPTIONS, values_of
+from saolctl.methods.registry import all_options, get_method
 from saolctl.models.backbones import build_backbone, list_backbones
-from saolctl.models.heads import AbnNet, CamNet, SaolNet, SaolOptions
-from saolctl.models.losses import (
-    AbnObjective,
-    CamObjective,
-    CutMixOptions,
-    SaolLossOptions,
-    SaolObjective,
-)
 
-METHODS = ("cam", "abn", "saol")
+if TYPE_CHECKING:  # saolctl.methods.base imports saolctl.models
+    from saolctl.methods.base import Objective
 
 
 @dataclass(frozen=True)
@@ -31,87 +30,68 @@ class ModelConfig:
     num_classes: int
     last_stride: int = 2  # 1 keeps the last stage at stride 1 (WSOL protocol: 14x14 at 224 px)
     small_stem: bool = False  # stem keeps full resolution, for 32-96 px inputs
-    saol: SaolOptions = field(default_factory=SaolOptions)
-    saol_loss: SaolLossOptions = field(default_factory=SaolLossOptions)
-    cutmix: CutMixOptions = field(default_factory=CutMixOptions)
+    options: dict[str, Any] = field(default_factory=dict)  # every option of the method, by name (defaults filled)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as plain Python values (lists for tuples) for a weights_only checkpoint."""
-        d = asdict(self)
-        d["saol"]["taps"] = list(self.saol.taps)
-        return d
+        declared = {o.name: o for o in get_method(self.method).all_options()}
+        return {"backbone": self.backbone, "method": self.method, "num_classes": self.num_classes,
+                "last_stride": self.last_stride, "small_stem": self.small_stem,
+                "options": {k: declared[k].plain(v) if k in declared else v for k, v in self.options.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        """Rebuild a config from :meth:`to_dict`'s output."""
-        d = dict(d)
-        saol = dict(d.pop("saol", {}))
-        if "taps" in saol:
-            saol["taps"] = tuple(saol["taps"])
-        return cls(
-            saol=SaolOptions(**saol),
-            saol_loss=SaolLossOptions(**d.pop("saol_loss", {})),
-            cutmix=CutMixOptions(**d.pop("cutmix", {})),
-            **d,
-        )
+        """Rebuild a config from :meth:`to_dict`'s output, or from the grouped dict checkpoints held before.
 
-
-# flat option name -> (group, field) as users and the CLI spell them
-_OPTION_MAP: dict[str, tuple[str, str]] = {
-    "saol_taps": ("saol", "taps"),
-    "saol_mid": ("saol", "mid"),
-    "saol_kernel": ("saol", "kernel"),
-    "saol_att_kernel": ("saol", "att_kernel"),
-    "saol_resize": ("saol", "resize"),
-    "saol_gap_head": ("saol", "gap_head"),
-    "saol_grid": ("saol", "grid"),
-    "sd_beta": ("saol_loss", "sd_beta"),
-    "ss1_weight": ("saol_loss", "ss1_weight"),
-    "ss2_weight": ("saol_loss", "ss2_weight"),
-    "att_entropy": ("saol_loss", "att_entropy"),
-    "att_ss_weight": ("saol_loss", "att_ss_weight"),
-    "att_cam_weight": ("saol_loss", "att_cam_weight"),
-    "cutmix_prob": ("cutmix", "prob"),
-    "cutmix_alpha": ("cutmix", "alpha"),
-    "last_stride": ("", "last_stride"),
-    "small_stem": ("", "small_stem"),
-}
+        Before the method registry, options sat in groups ("saol", "saol_loss", "cutmix") for every method;
+        each option names its old place (``Option.legacy``), and groups of other methods' options are dropped.
+        """
+        method = get_method(str(d["method"]))
+        given = dict(d.get("options", {}))
+        for opt in method.all_options():
+            if opt.legacy is not None:
+                group, key = opt.legacy
+                old = d.get(group)
+                if isinstance(old, dict) and key in old:
+                    given.setdefault(opt.name, old[key])
+        unknown = sorted(set(given) - {o.name for o in method.all_options()})
+        if unknown:
+            raise UserError(f"unknown option(s) of {method.name}: {', '.join(unknown)}")
+        return cls(backbone=str(d["backbone"]), method=method.name, num_classes=int(d["num_classes"]),
+                   last_stride=d.get("last_stride", 2), small_stem=d.get("small_stem", False),
+                   options=values_of(method.all_options(), given))
 
 
 def list_options() -> list[str]:
-    """Return the names of all model and objective options accepted by create_model."""
-    return list(_OPTION_MAP)
+    """Return the names of all model and objective options accepted by create_model (every method's)."""
+    return [o.name for o in all_options()]
+
+
+def option_defaults() -> dict[str, Any]:
+    """Return every option's default value, keyed by its name."""
+    return {o.name: o.default for o in all_options()}
 
 
 def make_config(backbone: str, method: str, num_classes: int, **options: Any) -> ModelConfig:
-    """Validate names and options and return a ModelConfig."""
-    if method not in METHODS:
-        raise UserError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    """Validate names and options and return a ModelConfig.
+
+    Options of other methods are checked and then ignored, so one set of options (a recipe's) serves
+    every method.
+    """
+    spec = get_method(method)
     if backbone not in list_backbones():
         raise UserError(f"unknown backbone {backbone!r}; valid: {', '.join(list_backbones())}")
     if int(num_classes) < 2:
         raise UserError(f"num_classes must be at least 2, got {num_classes}")
-    unknown = sorted(set(options) - set(_OPTION_MAP))
+    known = {o.name: o for o in all_options()}
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise UserError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(_OPTION_MAP)}")
-    groups: dict[str, dict[str, Any]] = {"saol": {}, "saol_loss": {}, "cutmix": {}, "": {}}
+        raise UserError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(known)}")
     for name, value in options.items():
-        group, key = _OPTION_MAP[name]
-        groups[group][key] = tuple(value) if key == "taps" else value
-    c = groups["cutmix"]
-    if not 0.0 <= float(c.get("prob", 0.5)) <= 1.0:
-        raise UserError(f"cutmix_prob must be in [0, 1], got {c['prob']}")
-    if not 0.0 <= float(groups["saol_loss"].get("sd_beta", 0.5)) <= 1.0:
-        raise UserError(f"sd_beta must be in [0, 1], got {groups['saol_loss']['sd_beta']}")
-    return ModelConfig(
-        backbone=backbone,
-        method=method,
-        num_classes=int(num_classes),
-        saol=SaolOptions(**groups["saol"]),
-        saol_loss=SaolLossOptions(**groups["saol_loss"]),
-        cutmix=CutMixOptions(**groups["cutmix"]),
-        **groups[""],
-    )
+        known[name].validate(value)
+    base = values_of(BACKBONE_OPTIONS, options)
+    return ModelConfig(backbone=backbone, method=spec.name, num_classes=int(num_classes), **base,
+                       options=values_of(spec.all_options(), options))
 
 
 def build_model(config: ModelConfig, *, pretrained: bool = False, init: str | Path | None = None) -> nn.Module:
@@ -123,13 +103,7 @@ def build_model(config: ModelConfig, *, pretrained: bool = False, init: str | Pa
         last_stride=config.last_stride,
         small_stem=config.small_stem,
     )
-    model: nn.Module
-    if config.method == "cam":
-        model = CamNet(backbone, config.num_classes)
-    elif config.method == "abn":
-        model = AbnNet(backbone, config.num_classes)
-    else:
-        model = SaolNet(backbone, config.num_classes, config.saol)
+    model = get_method(config.method).build(backbone, config.num_classes, config.options)
     model.config = config  # type: ignore[assignment]
     return model
 
@@ -147,20 +121,6 @@ def create_model(
     return build_model(make_config(backbone, method, num_classes, **options), pretrained=pretrained, init=init)
 
 
-def create_objective(config: ModelConfig) -> CamObjective | AbnObjective | SaolObjective:
+def create_objective(config: ModelConfig) -> "Objective":
     """Return the training objective of a config's method."""
-    if config.method == "cam":
-        return CamObjective(config.cutmix)
-    if config.method == "abn":
-        return AbnObjective(config.cutmix)
-    return SaolObjective(config.cutmix, config.saol_loss)
-
-
-def option_defaults() -> dict[str, Any]:
-    """Return every option's default value, keyed by its flat name."""
-    groups = {"saol": SaolOptions(), "saol_loss": SaolLossOptions(), "cutmix": CutMixOptions()}
-    out: dict[str, Any] = {}
-    base = {f.name: f.default for f in fields(ModelConfig) if f.name in ("last_stride", "small_stem")}
-    for name, (group, key) in _OPTION_MAP.items():
-        out[name] = base[key] if group == "" else getattr(groups[group], key)
-    return out
+    return get_method(config.method).objective(config.options)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from saolctl.data.cutmix import MixedBatch, cutmix
+from saolctl.engine.distributed import unwrap_model
 from saolctl.models.batchnorm import frozen_running_stats
 from saolctl.models.heads import resize_to
 from saolctl.models.outputs import ModelOutput
@@ -40,8 +41,8 @@ class LossTerms:
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """Return mean_b -sum_k target_bk log softmax(logits)_bk, for (B, K) logits and targets."""
-    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    """Return mean_b -sum_k target_bk log softmax(logits)_bk, for (B, K) logits and probability targets."""
+    return F.cross_entropy(logits, target)
 
 
 def nll_of_log_probs(log_probs: Tensor, target: Tensor) -> Tensor:
@@ -51,7 +52,7 @@ def nll_of_log_probs(log_probs: Tensor, target: Tensor) -> Tensor:
 
 def kl_divergence(p: Tensor, log_q: Tensor, dim: int = 1) -> Tensor:
     """Return KL(p || q) summed over ``dim`` (elementwise over the rest), with 0 log 0 = 0."""
-    return (torch.xlogy(p, p) - p * log_q).sum(dim=dim)
+    return F.kl_div(log_q, p, reduction="none").sum(dim=dim)
 
 
 def self_distillation(gap_logits: Tensor, saol_probs: Tensor, target: Tensor, beta: float) -> Tensor:
@@ -92,7 +93,11 @@ def paste_kl(teacher_log_probs: Tensor, student_log_probs: Tensor, pasted: Tenso
 
 
 def attention_entropy(log_attention: Tensor) -> Tensor:
-    """Return H(A) = -sum_ij A_ij log A_ij averaged over the batch, for log A (B, H, W)."""
+    """Return H(A) = -sum_ij A_ij log A_ij averaged over the batch, for log A (B, H, W).
+
+    Computed from log A rather than with ``torch.special.entr(A)`` (same values): entr's gradient is
+    infinite where A underflows to 0, which turns the whole gradient into NaN even at weight 0.
+    """
     return -(log_attention.exp() * log_attention).flatten(1).sum(dim=1).mean()
 
 
@@ -246,7 +251,7 @@ class SaolObjective:
                     target = attention_paste_target(clean.attention, batch.perm, pasted, batch.lam)
                     att_ss = attention_kl(target, out.log_attention)
         if o.att_cam_weight > 0 and out.gap_logits is not None:
-            net = getattr(model, "module", model)  # unwrap DistributedDataParallel
+            net = unwrap_model(model)
             cam_target = cam_attention_target(out.features.detach(), net.gap_head.fc.weight.detach(),
                                               batch.labels_a, batch.labels_b, batch.lam, grid)
             att_cam = attention_kl(cam_target, out.log_attention)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -12,7 +12,8 @@ class ModelOutput:
     """What a model computed for a batch; fields a method does not produce are None.
 
     ``logits`` is uniform across methods: ``softmax(logits)`` is the model's prediction
-    (for SAOL, ``logits = log(y_hat)``).
+    (for SAOL, ``logits = log(y_hat)``). A method's own tensors beyond these fields go in ``extras``
+    by name, so that a new method needs no new field.
     """
 
     method: str
@@ -24,6 +25,7 @@ class ModelOutput:
     log_attention: Tensor | None = None  # (B, H, W) SAOL: log A
     att_logits: Tensor | None = None  # (B, K) ABN attention-branch logits z_att
     class_maps: Tensor | None = None  # (B, K, h, w) ABN attention-branch class maps Q
+    extras: dict[str, Tensor] = field(default_factory=dict)  # any other method's own tensors, by name
 
     @property
     def probs(self) -> Tensor:
