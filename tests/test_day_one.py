@@ -369,3 +369,14 @@ def test_resuming_a_schedule_saved_before_sequential_lr_replays_its_steps() -> N
         restore_scheduler(scheduler, saved)
         step = int(saved["last_epoch"])
         assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * _reference_lr_factor(step, 100, 10), abs=1e-12)
+
+
+def test_compare_scores_identically_in_one_or_two_processes(run_dir: Path, tmp_path: Path) -> None:
+    tables = []
+    for n in (1, 2):
+        result = run_compare(CompareSettings(methods=("cam",), ckpts={"cam": run_dir / "last.pt"}, out=tmp_path / str(n),
+                                             device="cpu", grid_images=0, threshold_step=0.01, scoring_processes=n))
+        tables.append(result.table)
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert tables[0]["max_box_acc_v2"].iloc[0] > 0
+    assert compare_run.scoring_processes(None) >= 1 and compare_run.scoring_processes(3) == 3

@@ -8,6 +8,7 @@ the validation split (where thresholds are chosen) and on the test split (the re
 from __future__ import annotations
 
 import json
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch
 
 from saolctl.data import collate_samples, default_workers, denormalize, make_loader
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
+from saolctl.engine.map_scoring import MapScorer
 from saolctl.engine.evaluate import evaluate, summarize
 from saolctl.engine.train import (Reporter, TrainConfig, TrainResult, autocast_factory, resolve_device, train,
                                   wants_channels_last)
@@ -68,6 +70,9 @@ class CompareSettings:
     checkpoint: str = "last"
     # map kinds every method offers (post-hoc: gradcam, ...) evaluated beside each method's own kinds
     extra_maps: tuple[str, ...] = ()
+    # processes for the contour work of every evaluation (None: one per core, up to 8); the numbers do not
+    # depend on it
+    scoring_processes: int | None = None
 
     def __post_init__(self) -> None:
         """Check methods, names and ranges before anything is trained or written."""
@@ -150,39 +155,40 @@ def run_compare(
     curves: dict[str, pd.DataFrame] = {}
     thresholds: dict[tuple[str, str], float] = {}
     test_ds = None
-    for method, path in ckpt_paths.items():
-        if method not in runs:  # trained here; given checkpoints were loaded above
-            runs[method] = load_run(path, device)
-        run = runs[method]
-        kinds = own_map_kinds(run.model) + [k for k in settings.extra_maps if k not in own_map_kinds(run.model)]
-        for kind in settings.extra_maps:
-            find_map_kind(method, kind).check_available(run.model)
-        results = {}
-        for split in (settings.val_split, settings.test_split):
-            say(f"evaluating {method} on {split} ({', '.join(kinds)})")
-            ds, _ = open_eval_dataset(run, EvalSettings(ckpt=path, data=settings.data, split=split))
-            if split == settings.test_split:
-                test_ds = ds
-            loader = make_loader(ds, settings.batch_size or 128, shuffle=False, workers=workers, seed=settings.seed)
-            model = run.model.to(memory_format=torch.channels_last) if channels_last else run.model
-            with timer(seconds, f"eval:{method}:{split}"):
-                counters = evaluate(model, loader, num_classes=len(run.class_names), device=device,
-                                    with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=kinds,
-                                    threshold_step=settings.threshold_step, autocast=autocast,
-                                    channels_last=channels_last)
-            results[split] = {k: summarize(c, run.class_names) for k, c in counters.items()}
-        for kind in kinds:
-            test, val = results[settings.test_split][kind], results[settings.val_split][kind]
-            row = {"method": method, "map": kind, "default_map": kind == default_map_kind(method)}
-            row.update({k: v for k, v in test.metrics.items() if not isinstance(v, list)})
-            row["val_top1"] = val.metrics["top1"]
-            row["val_max_box_acc_v2"] = val.metrics.get("max_box_acc_v2", float("nan"))
-            row["val_pxap"] = val.metrics.get("pxap", float("nan"))
-            row["val_best_threshold"] = val.metrics.get("best_threshold", float("nan"))
-            thresholds[(method, kind)] = float(row["val_best_threshold"])
-            rows.append(row)
-            if len(test.curves.columns) > 1:
-                curves[f"{method} ({kind})"] = test.curves
+    with MapScorer(scoring_processes(settings.scoring_processes)) as scorer:  # contour work of every evaluation
+        for method, path in ckpt_paths.items():
+            if method not in runs:  # trained here; given checkpoints were loaded above
+                runs[method] = load_run(path, device)
+            run = runs[method]
+            kinds = own_map_kinds(run.model) + [k for k in settings.extra_maps if k not in own_map_kinds(run.model)]
+            for kind in settings.extra_maps:
+                find_map_kind(method, kind).check_available(run.model)
+            results = {}
+            for split in (settings.val_split, settings.test_split):
+                say(f"evaluating {method} on {split} ({', '.join(kinds)})")
+                ds, _ = open_eval_dataset(run, EvalSettings(ckpt=path, data=settings.data, split=split))
+                if split == settings.test_split:
+                    test_ds = ds
+                loader = make_loader(ds, settings.batch_size or 128, shuffle=False, workers=workers, seed=settings.seed)
+                model = run.model.to(memory_format=torch.channels_last) if channels_last else run.model
+                with timer(seconds, f"eval:{method}:{split}"):
+                    counters = evaluate(model, loader, num_classes=len(run.class_names), device=device,
+                                        with_boxes=ds.has_boxes, with_masks=ds.has_masks, map_kinds=kinds,
+                                        threshold_step=settings.threshold_step, autocast=autocast,
+                                        channels_last=channels_last, scorer=scorer)
+                results[split] = {k: summarize(c, run.class_names) for k, c in counters.items()}
+            for kind in kinds:
+                test, val = results[settings.test_split][kind], results[settings.val_split][kind]
+                row = {"method": method, "map": kind, "default_map": kind == default_map_kind(method)}
+                row.update({k: v for k, v in test.metrics.items() if not isinstance(v, list)})
+                row["val_top1"] = val.metrics["top1"]
+                row["val_max_box_acc_v2"] = val.metrics.get("max_box_acc_v2", float("nan"))
+                row["val_pxap"] = val.metrics.get("pxap", float("nan"))
+                row["val_best_threshold"] = val.metrics.get("best_threshold", float("nan"))
+                thresholds[(method, kind)] = float(row["val_best_threshold"])
+                rows.append(row)
+                if len(test.curves.columns) > 1:
+                    curves[f"{method} ({kind})"] = test.curves
     table = pd.DataFrame(rows)
     table = table[[c for c in COMPARE_COLUMNS if c in table.columns]]
     out.mkdir(parents=True, exist_ok=True)
@@ -202,6 +208,11 @@ def run_compare(
                                          "rows": table.to_dict("records")}, indent=2, default=float))
     files["report"].write_text(report_markdown(table, settings, ckpt_paths, files))
     return CompareResult(table, out, files, seconds)
+
+
+def scoring_processes(asked: int | None) -> int:
+    """Return how many processes do compare's contour work: as asked, else one per core up to 8."""
+    return max(1, asked) if asked is not None else min(8, os.cpu_count() or 1)
 
 
 def trained_checkpoint(result: TrainResult, which: str) -> Path:
