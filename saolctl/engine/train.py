@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 import warnings
@@ -37,7 +36,6 @@ from saolctl.engine.distributed import (
     init_distributed, sum_counters, train_sampler, wrap_ddp,
 )
 from saolctl.engine.evaluate import evaluate, summarize
-from saolctl.engine.map_scoring import MapScorer
 from saolctl.engine.recipes import Recipe, recipe_for
 from saolctl.engine.validation import (
     check_int, check_model_options, check_number, check_output_dir, check_unit_interval,
@@ -428,12 +426,10 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
                                "train_images_per_s": seen_all / max(train_time, 1e-9)}
         row.update({f"loss_{k}": v / max(seen_all, 1) for k, v in sums.items()})
         broadcast_buffers(net, ctx)  # rank 0's BatchNorm statistics everywhere: what the checkpoint holds
-        # the contour work in one process per core (up to 8; one under torchrun, where ranks share the cores)
-        with MapScorer(1 if ctx.enabled else min(8, os.cpu_count() or 1)) as scorer:
-            counters = evaluate(net, val_loader, num_classes=num_classes, device=device,
-                                with_boxes=val_ds.has_boxes, with_masks=False,
-                                threshold_step=config.threshold_step, autocast=autocast,
-                                channels_last=channels_last, scorer=scorer)
+        counters = evaluate(net, val_loader, num_classes=num_classes, device=device,
+                            with_boxes=val_ds.has_boxes, with_masks=False,
+                            threshold_step=config.threshold_step, autocast=autocast,
+                            channels_last=channels_last)
         sum_counters(counters.values(), ctx)  # exact: the shards cover the split once, counters are int64
         report = summarize(next(iter(counters.values())), val_ds.class_names)
         row.update({f"val_{k}": v for k, v in report.metrics.items() if not isinstance(v, list)})
