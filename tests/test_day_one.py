@@ -380,3 +380,16 @@ def test_compare_scores_identically_in_one_or_two_processes(run_dir: Path, tmp_p
     pd.testing.assert_frame_equal(tables[0], tables[1])
     assert tables[0]["max_box_acc_v2"].iloc[0] > 0
     assert compare_run.scoring_processes(None) >= 1 and compare_run.scoring_processes(3) == 3
+
+
+def test_datasets_and_localize_read_the_same_image_extensions(tmp_path: Path) -> None:
+    from saolctl.data.images import IMAGE_EXTENSIONS, is_image_file
+    from saolctl.engine.localize_run import expand_inputs
+
+    for ext in IMAGE_EXTENSIONS:
+        Image.new("RGB", (8, 8)).save(tmp_path / f"a{ext.replace('.', '_')}{ext}")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / ".hidden.png").write_bytes(b"")
+    found = expand_inputs((tmp_path,))
+    assert sorted(p.suffix for p in found) == sorted(IMAGE_EXTENSIONS)
+    assert all(is_image_file(p) for p in found) and ".gif" in IMAGE_EXTENSIONS

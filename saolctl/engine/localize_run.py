@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from saolctl.data import collate_samples, denormalize, load_eval_image
-from saolctl.data.images import read_rgb
+from saolctl.data.images import is_image_file, read_rgb
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.train import resolve_device
 from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
@@ -22,7 +22,6 @@ from saolctl.localization.contours import largest_box
 from saolctl.localization.maps import default_map_kind, find_map_kind, forward_options, score_maps
 from saolctl.report.figures import save_overlay
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
     files: list[Path] = []
     for p in inputs:
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q))
             if not found:
                 raise UserError(f"no images found in folder {p}")
             files.extend(found)
