@@ -174,13 +174,16 @@ def default_workers(source: str) -> int:
     to many workers for the same reason. The embedded digits are generated in memory, where worker
     processes only add start-up and copying costs.
     """
-    if source == "digits":
-        return 0
+    return 0 if source == "digits" else usable_cores()
+
+
+def usable_cores(most: int = 8) -> int:
+    """Return the cores this process may run on, at most ``most`` (at least 1)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return max(1, min(most, cores))
 
 
 def make_loader(

@@ -8,7 +8,6 @@ the validation split (where thresholds are chosen) and on the test split (the re
 from __future__ import annotations
 
 import json
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import pandas as pd
 import torch
 
 from saolctl.data import collate_samples, default_workers, denormalize, make_loader
+from saolctl.data.loader import usable_cores
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.map_scoring import MapScorer
 from saolctl.engine.evaluate import evaluate, summarize
@@ -28,9 +28,8 @@ from saolctl.engine.train import (Reporter, TrainConfig, TrainResult, autocast_f
 from saolctl.engine.validation import check_int, check_model_options, check_output_dir, check_unit_interval
 from saolctl.errors import UserError
 from saolctl.localization.contours import largest_box
-from saolctl.methods.registry import shared_map_kinds
 from saolctl.localization.maps import default_map_kind, find_map_kind, forward_options, own_map_kinds, score_maps
-from saolctl.methods.registry import get_method, list_methods
+from saolctl.methods.registry import get_method, list_methods, shared_map_kinds
 from saolctl.models import list_backbones
 from saolctl.report.columns import COMPARE_COLUMNS, REPORT_COLUMNS
 from saolctl.report.figures import plot_curves, save_grid
@@ -160,7 +159,8 @@ def run_compare(
             if method not in runs:  # trained here; given checkpoints were loaded above
                 runs[method] = load_run(path, device)
             run = runs[method]
-            kinds = own_map_kinds(run.model) + [k for k in settings.extra_maps if k not in own_map_kinds(run.model)]
+            own = own_map_kinds(run.model)
+            kinds = own + [k for k in settings.extra_maps if k not in own]
             for kind in settings.extra_maps:
                 find_map_kind(method, kind).check_available(run.model)
             results = {}
@@ -212,7 +212,7 @@ def run_compare(
 
 def scoring_processes(asked: int | None) -> int:
     """Return how many processes do compare's contour work: as asked, else one per core up to 8."""
-    return max(1, asked) if asked is not None else min(8, os.cpu_count() or 1)
+    return max(1, asked) if asked is not None else usable_cores()
 
 
 def trained_checkpoint(result: TrainResult, which: str) -> Path:

@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from saolctl.data import DigitsConfig, default_workers, has_split
+from saolctl.data import DigitsConfig, has_split
+from saolctl.data.loader import usable_cores
 from saolctl.data.maps_dir import open_map_folder, read_manifest
 from saolctl.data.predictions import read_predictions
 from saolctl.data.split_targets import SplitTargets, open_split_targets
@@ -113,7 +114,7 @@ def run_maps_eval(
     out_dir = out_dir or settings.maps.parent / f"{settings.maps.stem}-eval-{source.split}"
     check_output_dir(out_dir)
     counters = _counters(targets, correct, settings.threshold_step)
-    workers = default_workers(str(settings.maps)) if settings.workers is None else settings.workers  # cores up to 8
+    workers = usable_cores() if settings.workers is None else settings.workers
     if on_start is not None:
         on_start(len(targets))
     with MapScorer(workers) as scorer:

@@ -62,11 +62,6 @@ class LogitsOf(nn.Module):
         return self.model(x).logits
 
 
-def is_posthoc_kind(kind: str) -> bool:
-    """Return whether ``kind`` names a post-hoc map kind (available to every method)."""
-    return kind in POSTHOC_KINDS
-
-
 def target_layer(model: nn.Module) -> nn.Module:
     """Return the layer post-hoc maps are computed at: the backbone's last stage."""
     return model.backbone.stages[-1]
@@ -100,23 +95,13 @@ def posthoc_raw_maps(model: nn.Module, images: Tensor, targets: Tensor, kind: st
         activations = cam.activations_and_grads.activations[0].cpu().numpy()  # (B, C, h, w)
         grads = (cam.activations_and_grads.gradients[0].cpu().numpy()
                  if cam.activations_and_grads.gradients else None)
-        wanted = [_ClassScore(int(t)) for t in targets.tolist()]
+        wanted = [package.utils.model_targets.ClassifierOutputTarget(int(t)) for t in targets.tolist()]
         raw = cam.get_cam_image(images, layer, wanted, activations, grads, eigen_smooth=False)  # (B, h, w)
     finally:
         cam.activations_and_grads.release()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return torch.from_numpy(np.maximum(np.asarray(raw, dtype=np.float32), 0.0)).to(images.device)
-
-
-class _ClassScore:
-    """The score of one class in a logits vector: what pytorch-grad-cam calls a target."""
-
-    def __init__(self, category: int) -> None:
-        self.category = category
-
-    def __call__(self, logits: Tensor) -> Tensor:
-        return logits[..., self.category]
 
 
 @torch.no_grad()
@@ -154,9 +139,7 @@ def _package_installed() -> bool:
 def _map_kind(spec: PosthocKind) -> MapKind:
     """Return the registry's view of one post-hoc kind (computed from the batch's images, with gradients)."""
 
-    def compute(inputs: MapInputs) -> Tensor:
-        if inputs.images is None:
-            raise UserError(f"map kind {spec.name!r} is computed from the input images, which were not given")
+    def compute(inputs: MapInputs) -> Tensor:  # raw_maps has checked that the images were given
         return posthoc_raw_maps(inputs.model, inputs.images, inputs.targets, spec.name)
 
     needs_package = bool(spec.cam_class)
