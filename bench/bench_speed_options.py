@@ -23,7 +23,8 @@ import torch
 
 from saolctl.data import make_loader, open_dataset
 from saolctl.engine.recipes import DIGITS
-from saolctl.engine.train import autocast_factory, compile_model, make_optimizer
+from saolctl.engine.device import autocast_factory, compile_model
+from saolctl.engine.optim import make_optimizer
 from saolctl.models import build_model, create_objective, make_config
 
 OPTIONS: dict[str, dict[str, bool]] = {

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from saolctl.data import make_loader, open_dataset
 from saolctl.engine.recipes import DIGITS
-from saolctl.engine.train import TrainConfig, make_optimizer, train
+from saolctl.engine.optim import make_optimizer
+from saolctl.engine.train import TrainConfig, train
 from saolctl.models import create_model
 
 

@@ -25,7 +25,9 @@ import torch
 
 from saolctl.data import DigitsConfig
 from saolctl.engine.recipes import PHOTOS
-from saolctl.engine.train import TrainConfig, autocast_factory, compile_model, make_optimizer, train
+from saolctl.engine.device import autocast_factory, compile_model
+from saolctl.engine.optim import make_optimizer
+from saolctl.engine.train import TrainConfig, train
 from saolctl.models import build_model, create_objective, make_config
 
 VARIANTS: dict[str, dict[str, bool]] = {

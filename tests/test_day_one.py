@@ -19,8 +19,9 @@ from saolctl.engine import compare_run
 from saolctl.engine.checkpoint import load_checkpoint
 from saolctl.engine.compare_run import CompareSettings, run_compare
 from saolctl.engine.eval_run import EvalSettings, run_eval
-from saolctl.engine.train import (TrainConfig, TrainResult, class_coverage_warning, restore_scaler, train,
-                                  wants_channels_last)
+from saolctl.data.coverage import class_coverage_warning
+from saolctl.engine.device import restore_scaler, wants_channels_last
+from saolctl.engine.train import TrainConfig, TrainResult, train
 from saolctl.errors import UserError
 
 runner = CliRunner()
@@ -341,7 +342,7 @@ def _reference_lr_factor(step: int, total: int, warmup: int) -> float:
 
 @pytest.mark.parametrize("total,warmup", [(250, 12), (40, 5), (30, 1), (30, 0)])
 def test_schedule_equals_linear_warmup_then_cosine(total: int, warmup: int) -> None:
-    from saolctl.engine.train import make_scheduler
+    from saolctl.engine.optim import make_scheduler
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     scheduler = make_scheduler(opt, total, warmup)
@@ -352,7 +353,7 @@ def test_schedule_equals_linear_warmup_then_cosine(total: int, warmup: int) -> N
 
 
 def test_resuming_a_schedule_saved_before_sequential_lr_replays_its_steps() -> None:
-    from saolctl.engine.train import make_scheduler, restore_scheduler
+    from saolctl.engine.optim import make_scheduler, restore_scheduler
 
     def lambda_state(steps: int) -> dict:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from saolctl.cli.app import app
 from saolctl.data import DigitsConfig
 from saolctl.engine.eval_run import EvalSettings, run_eval
-from saolctl.engine.train import TrainConfig, autocast_factory, compile_model, train
+from saolctl.engine.device import autocast_factory, compile_model
+from saolctl.engine.train import TrainConfig, train
 from saolctl.errors import UserError
 
 ONE_STEP = DigitsConfig(image_size=32, train_size=16, val_size=16, test_size=16)
@@ -90,7 +91,7 @@ def test_compile_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_compile_without_a_cpp_compiler_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("saolctl.engine.train.shutil.which", lambda name: None)
+    monkeypatch.setattr("saolctl.engine.device.shutil.which", lambda name: None)
     with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):
         compile_model(nn.Linear(2, 2), torch.device("cpu"))
 

@@ -11,7 +11,7 @@ from rich.text import Text
 
 
 class RichReporter:
-    """Draws the training loop's progress with rich (implements engine.train.Reporter)."""
+    """Draws the training loop's progress with rich (implements engine.reporting.Reporter)."""
 
     def __init__(self, console: Console | None = None, label: str = "") -> None:
         self.console = console or Console()

@@ -108,6 +108,17 @@ def make_checkpoint(
     return ckpt
 
 
+def best_checkpoints(has_boxes: bool) -> dict[str, str]:
+    """Return {file name: validation metric it is chosen on}; best.pt is on localization when val has boxes.
+
+    A WSOL run is selected on MaxBoxAccV2 (the protocol's localization metric, computed on validation every
+    epoch); the top-1 choice is kept beside it as best_top1.pt. Without boxes only top-1 can choose.
+    """
+    if has_boxes:
+        return {"best.pt": "val_max_box_acc_v2", "best_top1.pt": "val_top1"}
+    return {"best.pt": "val_top1"}
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a saolctl checkpoint with ``weights_only=True``; refuse anything else with one clear line."""
     path = Path(path)

@@ -23,8 +23,9 @@ from saolctl.data.loader import usable_cores
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.map_scoring import MapScorer
 from saolctl.engine.evaluate import evaluate, summarize
-from saolctl.engine.train import (Reporter, TrainConfig, TrainResult, autocast_factory, resolve_device, train,
-                                  wants_channels_last)
+from saolctl.engine.device import autocast_factory, resolve_device, wants_channels_last
+from saolctl.engine.reporting import Reporter
+from saolctl.engine.train import TrainConfig, TrainResult, train
 from saolctl.engine.validation import check_int, check_model_options, check_output_dir, check_unit_interval
 from saolctl.errors import UserError
 from saolctl.localization.contours import largest_box

@@ -17,7 +17,7 @@ from saolctl.data.maps_dir import MapWriter
 from saolctl.data.split_targets import dataset_image_ids
 from saolctl.engine.evaluate import EvalReport, evaluate, summarize
 from saolctl.engine.map_scoring import MapScorer
-from saolctl.engine.train import autocast_factory, resolve_device, wants_channels_last
+from saolctl.engine.device import autocast_factory, resolve_device, wants_channels_last
 from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
 from saolctl.errors import UserError
 from saolctl.localization.maps import check_map_kind, default_map_kind

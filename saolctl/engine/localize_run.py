@@ -15,7 +15,7 @@ import torch
 from saolctl.data import collate_samples, denormalize, load_eval_image
 from saolctl.data.images import is_image_file, read_rgb
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
-from saolctl.engine.train import resolve_device
+from saolctl.engine.device import resolve_device
 from saolctl.engine.validation import check_int, check_output_dir, check_unit_interval
 from saolctl.errors import UserError
 from saolctl.localization.contours import largest_box
