@@ -60,7 +60,7 @@ def resnet50_timing(name: str, opts: dict[str, bool], batch: int, steps: int, wa
     """Time full training steps of SAOL on ResNet-50 at 224 px with the options; return the table row."""
     device = torch.device("cuda")
     torch.manual_seed(0)
-    cfg = make_config("resnet50", "saol", 200, **PHOTOS.model_options)
+    cfg = make_config("resnet50", "saol", 200, **PHOTOS.options_for("saol"))
     net = build_model(cfg, pretrained=False, init=None).to(device).train()
     x = torch.randn(batch, 3, 224, 224, device=device)
     y = torch.randint(0, 200, (batch,), device=device)

@@ -1,4 +1,4 @@
-"""SAOL localization study (issue 8): every variant x seed through `compare`, one CSV of all rows.
+"""SAOL localization study (issue 8) and the methods table (issue 14): every variant x seed through `compare`.
 
 Each (variant, seed) is one `run_compare` call with the variant's model options, so every number is
 what `saolctl compare -O ...` reports (test split; thresholds and map choice on val). Each run leaves
@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 
 from saolctl.engine.compare_run import CompareSettings, run_compare
+from saolctl.localization.maps import default_map_kind
+from saolctl.methods import list_methods
 
 # The paper's reading of SPEC 1.3 with none of our additions, and CutMix p = 0.5. Every variant states its
 # options on top of this, so the study does not change when the recipes' defaults do.
@@ -50,9 +52,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # The recipe as shipped (its own model options, whatever they are when the study runs): what the quickstart
 # and `saolctl compare` train today. Unlike the variants above, these change when the recipes do.
-VARIANTS.update({f"recipe-{method}": (method, {}) for method in ("cam", "abn", "saol")})
+VARIANTS.update({f"recipe-{method}": (method, {}) for method in list_methods()})
 
-METRICS = ["top1", "max_box_acc", "max_box_acc_v2", "pxap", "val_top1", "val_max_box_acc_v2", "val_pxap",
+METRICS = ["top1", "max_box_acc", "max_box_acc_v2", "top1_loc", "pxap", "val_top1", "val_max_box_acc_v2", "val_pxap",
            "train_images_per_s"]
 
 
@@ -128,6 +130,29 @@ def markdown(results: pd.DataFrame, step_ratios: dict[str, float] | None = None)
     return "\n".join(lines)
 
 
+def methods_markdown(results: pd.DataFrame) -> str:
+    """Return the methods table: one row per variant scored on its method's default map, mean ± std over seeds.
+
+    Columns: top-1, MaxBoxAcc (V1), MaxBoxAccV2, Top-1 Loc and, where masks exist, PxAP (test split, percent).
+    """
+    s = summarize(results)
+    metrics = [("top1", "top-1"), ("max_box_acc", "MaxBoxAcc"), ("max_box_acc_v2", "MaxBoxAccV2"),
+               ("top1_loc", "Top-1 Loc"), ("pxap", "PxAP")]
+    metrics = [(k, h) for k, h in metrics if f"{k}_mean" in s and s[f"{k}_mean"].notna().any()]
+    lines = ["| method | map | seeds | " + " | ".join(h for _, h in metrics) + " |", "|" + "---|" * (3 + len(metrics))]
+    for variant in sorted(set(s["variant"]), key=lambda v: list(VARIANTS).index(v) if v in VARIANTS else len(VARIANTS)):
+        method = VARIANTS[variant][0] if variant in VARIANTS else variant
+        v = s[s["variant"] == variant].set_index("map")
+        kind = default_map_kind(method)
+        if kind not in v.index:
+            continue
+        row = v.loc[kind]
+        cells = [variant.removeprefix("recipe-"), kind, str(int(row["seeds"]))]
+        cells += [_pm(row[f"{k}_mean"], row[f"{k}_std"]) for k, _ in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Run the requested variants and seeds, then write the summary."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,6 +188,7 @@ def main() -> None:
     ratios_csv = out / "step_ratios.csv"
     ratios = dict(pd.read_csv(ratios_csv).itertuples(index=False, name=None)) if ratios_csv.exists() else None
     (out / "table.md").write_text(markdown(results, ratios) + "\n")
+    (out / "methods_table.md").write_text(methods_markdown(results) + "\n")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summary[["variant", "map", "seeds", "top1_mean", "max_box_acc_v2_mean", "max_box_acc_v2_std",
                        "val_top1_mean", "val_max_box_acc_v2_mean"]].round(2).to_string(index=False))

@@ -90,6 +90,7 @@ def test_localize_split_images_and_files(trained: dict[str, Path], tmp_path: Pat
     assert 0 <= rows[0]["x0"] <= rows[0]["x1"] <= 119 and 0 <= rows[0]["y0"] <= rows[0]["y1"] <= 89
 
 
+@pytest.mark.slow
 def test_compare_with_given_checkpoints(trained: dict[str, Path], tmp_path: Path) -> None:
     args = ["compare", "--out", str(tmp_path), "--thresholds-step", "0.05"]
     for m, p in trained.items():
@@ -113,7 +114,7 @@ def test_compare_with_given_checkpoints(trained: dict[str, Path], tmp_path: Path
     "args,needle",
     [
         (["eval", "--ckpt", "/nonexistent/best.pt"], "checkpoint not found"),
-        (["train", "--method", "gradcam", "--epochs", "1"], "valid: cam, abn, saol"),
+        (["train", "--method", "gradcam", "--epochs", "1"], "valid: cam, cutmix, has, acol, spg, adl, abn, saol"),
         (["train", "--backbone", "resnet9000"], "valid: resnet18"),
         (["train", "--epochs", "-1"], "--epochs must be at least 1"),
         (["train", "--batch-size", "0"], "--batch-size must be at least 1"),

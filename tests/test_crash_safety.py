@@ -54,6 +54,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[k], wb[k]), k
 
 
+@pytest.mark.slow
 def test_sigkill_during_epoch_2_then_resume_gives_the_same_weights(tmp_path: Path) -> None:
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TOML)
@@ -156,6 +157,7 @@ KILL_DURING_SAVE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_kill_during_save_keeps_the_previous_checkpoint_and_the_next_run_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

@@ -143,6 +143,7 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+@pytest.mark.slow
 def test_torchrun_train_then_eval_equals_a_single_process(tmp_path: Path) -> None:
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY_TOML)

@@ -35,13 +35,13 @@ def test_run_folder_holds_config_metrics_and_checkpoints(runs: dict[str, Path], 
     out = runs[method]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["method"] == method and cfg["recipe"]["backbone"] == "cifar_resnet20"
-    # the digits recipe's defaults from the SAOL study (docs/saol-localization.md), the same for every method
+    # the digits recipe's SAOL options from the SAOL study (docs/saol-localization.md), for SAOL only
     options = cfg["model"]["options"]  # each method stores its own options (SAOL's only in SAOL's config)
-    assert options["cutmix_prob"] == 0.25
     if method == "saol":
+        assert options["cutmix_prob"] == 0.25
         assert options["att_ss_weight"] == 1.0 and options["ss2_weight"] == 0.0 and options["saol_mid"] == 64
-    else:
-        assert "att_ss_weight" not in options
+    else:  # vanilla CAM and ABN: no CutMix
+        assert "att_ss_weight" not in options and "cutmix_prob" not in options
     metrics = pd.read_csv(out / "metrics.csv")
     assert len(metrics) == 1
     for t in terms + ["total"]:
@@ -144,5 +144,5 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path: Path) -> No
 def test_bad_training_options_fail_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--epochs"):
         train(tiny_config("cam", tmp_path / "x", epochs=0))
-    with pytest.raises(ValueError, match="valid: cam, abn, saol"):
+    with pytest.raises(ValueError, match="valid: cam, cutmix, has, acol, spg, adl, abn, saol"):
         train(tiny_config("gradcam", tmp_path / "y"))

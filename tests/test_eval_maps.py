@@ -110,6 +110,7 @@ def test_golden_pxap_equals_the_reference(golden_root: tuple[Path, Path, dict], 
     assert report.metrics["pxap"] == expected["pxap"]
 
 
+@pytest.mark.slow
 def test_golden_identical_for_any_worker_count(golden_root: tuple[Path, Path, dict], tmp_path: Path) -> None:
     root, maps, _ = golden_root
     outs = {}
@@ -145,6 +146,7 @@ def test_npz_archive_and_maps_of_another_size(golden_root: tuple[Path, Path, dic
     assert report.metrics["max_box_acc_v2"] == ev.compute().mean
 
 
+@pytest.mark.slow
 def test_predictions_add_top1_and_top1_loc(golden_root: tuple[Path, Path, dict], tmp_path: Path) -> None:
     root, maps, _ = golden_root
     targets = open_split_targets(str(root), "test")

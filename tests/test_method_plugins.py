@@ -138,7 +138,7 @@ def test_a_registered_method_trains_evaluates_and_compares(lse: Method, tmp_path
     # trained through the same engine as the built-in methods; the recipe's SAOL options are ignored
     result = train(tiny("lse", tmp_path / "lse", lse_r=3.0), SilentReporter())
     ckpt = load_checkpoint(result.last)
-    assert ckpt["config"]["model"]["options"] == {"lse_r": 3.0, "cutmix_prob": 0.25, "cutmix_alpha": 1.0}
+    assert ckpt["config"]["model"]["options"] == {"lse_r": 3.0, "cutmix_prob": 0.5, "cutmix_alpha": 1.0}
     model = model_from_checkpoint(ckpt)
     assert model.r == 3.0
     metrics = pd.read_csv(result.out / "metrics.csv")
@@ -181,7 +181,8 @@ def test_a_broken_plugin_fails_in_one_line_naming_it(monkeypatch: pytest.MonkeyP
         get_method("broken")
     with pytest.raises(UserError, match=r"^method plugin 'odd' .* is not a saolctl Method \(got DigitsConfig\)$"):
         get_method("odd")
-    with pytest.raises(UserError, match="unknown method 'nope'; valid: cam, abn, saol, broken, odd$"):
+    with pytest.raises(UserError, match="unknown method 'nope'; valid: cam, cutmix, has, acol, spg, adl, abn, saol, "
+                                        "broken, odd$"):
         get_method("nope")
 
 

@@ -33,8 +33,8 @@ def test_the_method_learns_a_tiny_set(method: str, tiny_set: tuple[torch.Tensor,
     assert method in list_methods()
     images, labels = tiny_set
     torch.manual_seed(0)
-    # the shipped digits recipe's options (SAOL's att_ss on), CutMix on half the batches: every term takes part
-    model = create_model("cifar_resnet20", method, num_classes=10, **{**DIGITS.model_options, "cutmix_prob": 0.5})
+    # the shipped digits recipe's options (SAOL's att_ss on), CutMix on half SAOL's batches: every term takes part
+    model = create_model("cifar_resnet20", method, num_classes=10, **{**DIGITS.options_for(method), "cutmix_prob": 0.5})
     objective = create_objective(model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)

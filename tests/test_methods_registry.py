@@ -22,7 +22,7 @@ def test_docs_models_md_holds_the_option_table_of_the_registry() -> None:
     assert options_table() in text, "docs/models.md is stale: run python -m saolctl.methods.docs --write docs/models.md"
 
 
-@pytest.mark.parametrize("name", ["cam", "abn", "saol"])
+@pytest.mark.parametrize("name", [m.name for m in builtin_methods()])
 def test_each_builtin_method_declares_what_the_rest_of_saolctl_asks_for(name: str) -> None:
     method = get_method(name)
     assert method.paper and method.summary and method.map_kinds
@@ -33,15 +33,22 @@ def test_each_builtin_method_declares_what_the_rest_of_saolctl_asks_for(name: st
         opt.validate(opt.default)  # every default passes its own check
 
 
-def test_options_are_one_namespace_in_the_old_order() -> None:
-    # the order users saw before the registry (error messages list them)
-    assert list_options()[:2] == ["saol_taps", "saol_mid"] and list_options()[-2:] == ["last_stride", "small_stem"]
+def test_options_are_one_namespace_in_method_order() -> None:
+    # each method's own options in method order, then CutMix's, then the backbone's (error messages list them)
+    names = list_options()
+    assert names.index("saol_taps") + 1 == names.index("saol_mid") and names[-2:] == ["last_stride", "small_stem"]
+    assert names.index("has_grid_size") < names.index("acol_threshold") < names.index("saol_taps") < names.index(
+        "cutmix_prob")
+    # a shared option shows its declared default; a method may give it another (the cutmix method: 1.0)
     assert option_defaults()["cutmix_prob"] == 0.5 and option_defaults()["saol_taps"] == (-3, -2, -1)
-    assert [m.name for m in builtin_methods()] == list_methods()[:3] == ["cam", "abn", "saol"]
+    builtin = [m.name for m in builtin_methods()]
+    assert builtin == list_methods()[:len(builtin)] and builtin[:4] == ["cam", "cutmix", "has", "acol"]
+    assert builtin[-2:] == ["abn", "saol"]
 
 
 def test_an_unknown_method_lists_the_valid_ones() -> None:
-    with pytest.raises(UserError, match=r"^unknown method 'gradcam'; valid: cam, abn, saol$"):
+    with pytest.raises(UserError, match=r"^unknown method 'gradcam'; valid: cam, cutmix, has, acol, spg, adl, abn, "
+                                        r"saol$"):
         get_method("gradcam")
 
 

@@ -9,7 +9,9 @@ import torch
 from saolctl.methods import list_methods
 from saolctl.models import ModelConfig, create_model, create_objective, list_backbones, make_config
 
-PAIRS = [(b, m) for b in list_backbones() for m in list_methods()]
+QUICK_BACKBONES = ("resnet18", "cifar_resnet20")  # every method on these in `pytest -m "not slow"`; the rest: slow
+PAIRS = [pytest.param(b, m, marks=() if b in QUICK_BACKBONES else pytest.mark.slow)
+         for b in list_backbones() for m in list_methods()]
 
 
 def _input(backbone: str, batch: int = 4, seed: int = 0) -> torch.Tensor:
@@ -79,6 +81,7 @@ def test_abn_taps_the_stage_before_last() -> None:
     assert ((out.attention >= 0) & (out.attention <= 1)).all()
 
 
+@pytest.mark.slow
 def test_last_stride_one_gives_14x14_at_224() -> None:
     model = create_model("resnet50", "cam", num_classes=2, last_stride=1).eval()
     with torch.no_grad():
@@ -144,15 +147,19 @@ def test_a_config_dict_from_before_the_registry_still_loads() -> None:
     cfg = ModelConfig.from_dict(OLD_SAOL_DICT)
     assert cfg == make_config("cifar_resnet20", "saol", 10, saol_taps=[-2, -1], saol_mid=64, ss2_weight=0.0,
                               att_entropy=0.3, att_ss_weight=1.0, cutmix_prob=0.25)
-    # an old CAM checkpoint held every method's groups: those of other methods are dropped
+    # an old CAM checkpoint held every method's groups: those of other methods are dropped (CutMix's too: CAM
+    # is vanilla now; the cutmix method keeps them)
     cam = ModelConfig.from_dict({**OLD_SAOL_DICT, "method": "cam"})
-    assert cam.options == {"cutmix_prob": 0.25, "cutmix_alpha": 1.0}
+    assert cam.options == {}
     assert ModelConfig.from_dict(cam.to_dict()) == cam
+    assert ModelConfig.from_dict({**OLD_SAOL_DICT, "method": "cutmix"}).options == {"cutmix_prob": 0.25,
+                                                                                    "cutmix_alpha": 1.0}
 
 
 def test_other_methods_options_are_checked_then_ignored() -> None:
-    cfg = make_config("cifar_resnet20", "cam", 3, saol_mid=64, cutmix_prob=0.25)  # one recipe for every method
+    cfg = make_config("cifar_resnet20", "cutmix", 3, saol_mid=64, cutmix_prob=0.25)  # one recipe for every method
     assert cfg.options == {"cutmix_prob": 0.25, "cutmix_alpha": 1.0}
+    assert make_config("cifar_resnet20", "cam", 3, saol_mid=64, cutmix_prob=0.25).options == {}
     with pytest.raises(ValueError, match="odd"):
         make_config("cifar_resnet20", "cam", 3, saol_kernel=2)
 
@@ -161,7 +168,7 @@ def test_other_methods_options_are_checked_then_ignored() -> None:
     "kwargs,needle",
     [
         ({"backbone": "resnet9000"}, "valid: resnet18"),
-        ({"method": "gradcam"}, "valid: cam, abn, saol"),
+        ({"method": "gradcam"}, "valid: cam, cutmix, has, acol, spg, adl, abn, saol"),
         ({"saol_resize": "nearest"}, "saol_resize"),
         ({"saol_kernel": 2}, "odd"),
         ({"cutmix_prob": 1.5}, "cutmix_prob"),

@@ -139,6 +139,7 @@ def test_eval_scores_a_posthoc_map_kind(tiny_cam: Path, tmp_path: Path) -> None:
     assert "gradcam" in (tmp_path / "e" / "eval.json").read_text()
 
 
+@pytest.mark.slow
 def test_compare_adds_posthoc_rows_for_every_method(tiny_cam: Path, tmp_path: Path) -> None:
     from saolctl.engine.compare_run import CompareSettings, run_compare
 

@@ -32,6 +32,7 @@ def test_lite0_weights_load_with_every_key_matched() -> None:
     assert set(state) == set(net.state_dict())
 
 
+@pytest.mark.slow
 def test_lite0_classifies_real_imagenet_photos(shared_dir: Path) -> None:
     root = shared_dir / "data" / "imagenet_photos"
     rows = list(csv.DictReader(open(root / "labels.csv")))

@@ -49,6 +49,7 @@ def test_paste_bce_stays_finite_where_both_classes_vanish() -> None:
     assert abs(float(loss) - math.log(2)) < 1e-6
 
 
+@pytest.mark.slow
 def test_saol_objective_never_calls_binary_cross_entropy_under_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("torch.nn.functional.binary_cross_entropy is unsafe to autocast")
@@ -63,7 +64,8 @@ def test_saol_objective_never_calls_binary_cross_entropy_under_autocast(monkeypa
     terms.total.backward()
 
 
-@pytest.mark.parametrize("options", [{}, {"ss2_weight": 0.0}, {"att_ss_weight": 0.0}])
+@pytest.mark.parametrize("options", [{}, pytest.param({"ss2_weight": 0.0}, marks=pytest.mark.slow),
+                                     pytest.param({"att_ss_weight": 0.0}, marks=pytest.mark.slow)])
 def test_one_saol_step_moves_batchnorm_statistics_exactly_once(options: dict[str, float]) -> None:
     model, objective = _saol(**options)
     model.train()

@@ -49,6 +49,7 @@ def test_cpu_amp_is_bfloat16_without_a_scaler() -> None:
     assert torch.amp.GradScaler("cuda", enabled=False).scale(torch.tensor(2.0)) == 2.0  # the CPU path: identity
 
 
+@pytest.mark.slow
 def test_compile_trains_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The --compile path of the loop (graph capture of the real SAOL model and its dataclass output)."""
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
@@ -62,6 +63,7 @@ def test_compile_trains_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert report.metrics["num_images"] == 16
 
 
+@pytest.mark.slow
 def test_inductor_compiles_a_tiny_model_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # a fresh cache: really compile
     torch.manual_seed(0)
@@ -75,6 +77,7 @@ def test_inductor_compiles_a_tiny_model_on_cpu(tmp_path: Path, monkeypatch: pyte
     assert tiny[0].weight.grad is not None
 
 
+@pytest.mark.slow
 def test_compile_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Any:
         raise RuntimeError("simulated compiler crash")
@@ -96,6 +99,7 @@ def test_compile_without_a_cpp_compiler_is_refused(monkeypatch: pytest.MonkeyPat
         compile_model(nn.Linear(2, 2), torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_cli_flags_reach_the_run_config(tmp_path: Path) -> None:
     cfg = tmp_path / "tiny.toml"
     cfg.write_text("[digits]\nimage_size = 32\ntrain_size = 16\nval_size = 16\ntest_size = 16\n")

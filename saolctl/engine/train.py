@@ -83,7 +83,7 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
     train_ds = open_dataset(config.data, config.train_split, train=True, **common)
     val_ds = open_dataset(config.data, config.val_split, train=False, **common)
 
-    options = {**recipe.model_options, **config.model_options}
+    options = {**recipe.options_for(config.method), **config.model_options}
     model_cfg = make_config(recipe.backbone, config.method, len(train_ds.class_names), **options)
     net = build_model(model_cfg, pretrained=recipe.pretrained, init=config.init).to(device)
     channels_last = wants_channels_last(config.channels_last, device)

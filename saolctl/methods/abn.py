@@ -1,4 +1,7 @@
-"""ABN: the Attention Branch Network (official code's choices, SPEC 1.2)."""
+"""ABN: the Attention Branch Network (official code's choices, SPEC 1.2).
+
+Vanilla ABN (Fukui et al., CVPR 2019): both branches' cross-entropy on plain batches, no CutMix.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from saolctl.methods.base import MapInputs, MapKind, Method, Objective, cutmix_options
+from saolctl.methods.base import MapInputs, MapKind, Method, Objective
 from saolctl.models.backbones import Backbone, stride_one_copy
 from saolctl.models.heads import GapFc
 from saolctl.models.losses import AbnObjective
@@ -74,7 +77,7 @@ def class_map(inputs: MapInputs) -> Tensor:
 
 
 class AbnMethod(Method):
-    """ABN: L = CE(z_att, y~) + CE(z_per, y~); the map is the attention M or a class channel of Q."""
+    """ABN: L = CE(z_att, y) + CE(z_per, y); the map is the attention M or a class channel of Q."""
 
     name = "abn"
     paper = "Fukui et al., Attention Branch Network: Learning of Attention Mechanism for Visual Explanation, CVPR 2019"
@@ -83,14 +86,15 @@ class AbnMethod(Method):
         MapKind("attention", "the attention map M in [0, 1]", attention_map),
         MapKind("class", "the attention branch's class channel Q_c", class_map),
     )
+    uses_cutmix = False
 
     def build(self, backbone: Backbone, num_classes: int, options: Mapping[str, Any]) -> nn.Module:
         """Return backbone + attention and perception branches."""
         return AbnNet(backbone, num_classes)
 
     def objective(self, options: Mapping[str, Any]) -> Objective:
-        """Return CE of both branches' logits against the (CutMix-mixed) target."""
-        return AbnObjective(cutmix_options(options))
+        """Return CE of both branches' logits against the target."""
+        return AbnObjective()
 
 
 METHOD = AbnMethod()

@@ -7,7 +7,7 @@ base, each method a small class. docs/methods.md walks through adding one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 import numpy as np
@@ -76,7 +76,9 @@ class Method:
     summary: ClassVar[str] = ""  # one line: what its head does
     options: ClassVar[tuple[Option, ...]] = ()  # its own options (beyond the backbone's and CutMix's)
     map_kinds: ClassVar[tuple[MapKind, ...]] = ()  # its own map kinds; the first is the default
-    uses_cutmix: ClassVar[bool] = True  # its recipe trains on CutMix-ed batches (cutmix_prob / cutmix_alpha)
+    uses_cutmix: ClassVar[bool] = True  # its objective trains on CutMix-ed batches (cutmix_prob / cutmix_alpha)
+    # this method's defaults for options it shares with others (e.g. {"cutmix_prob": 1.0}); values are checked
+    option_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def build(self, backbone: Backbone, num_classes: int, options: Mapping[str, Any]) -> nn.Module:
         """Return the network on ``backbone``; its forward returns a ModelOutput with ``method=self.name``."""
@@ -97,8 +99,22 @@ class Method:
     # ---- derived from the declarations above
 
     def all_options(self) -> tuple[Option, ...]:
-        """Return the options a model of this method stores: its own, then CutMix's if it uses CutMix."""
-        return self.options + (CUTMIX_OPTIONS if self.uses_cutmix else ())
+        """Return the options a model of this method stores: its own, then CutMix's if it uses CutMix.
+
+        Each carries this method's default: ``option_defaults`` replaces a shared option's declared one.
+        """
+        declared = self.options + (CUTMIX_OPTIONS if self.uses_cutmix else ())
+        names = {o.name for o in declared}
+        stray = sorted(set(self.option_defaults) - names)
+        if stray:
+            raise UserError(f"method {self.name!r} gives defaults to options it does not have: {', '.join(stray)}")
+        out = []
+        for opt in declared:
+            if opt.name in self.option_defaults:
+                opt = replace(opt, default=self.option_defaults[opt.name])
+                opt.validate(opt.default)
+            out.append(opt)
+        return tuple(out)
 
     @property
     def default_map_kind(self) -> str:
@@ -111,5 +127,5 @@ class Method:
 
 
 def cutmix_options(options: Mapping[str, Any]) -> CutMixOptions:
-    """Return the CutMix recipe of a method's option values."""
+    """Return the CutMix settings (probability, Beta's alpha) of a method's option values."""
     return CutMixOptions(prob=float(options["cutmix_prob"]), alpha=float(options["cutmix_alpha"]))

@@ -8,7 +8,7 @@ train on CutMix-ed batches. A value is checked by the option that declares it, w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from saolctl.errors import UserError
@@ -22,7 +22,9 @@ class Option:
 
     name: str
     type: type  # bool, int, float, str, or tuple (of ints)
-    default: Any
+    # not part of what makes two declarations the same option: a method may give a shared option its own
+    # default (``Method.option_defaults``, e.g. the `cutmix` method's cutmix_prob 1.0 against SAOL's 0.5)
+    default: Any = field(compare=False)
     doc: str
     check: Check | None = None
     legacy: tuple[str, str] | None = None  # (group, field) in checkpoints written before the method registry
@@ -93,6 +95,11 @@ def positive(name: str) -> Check:
     return lambda v: None if v >= 1 else f"{name} must be positive, got {v}"
 
 
+def non_negative(name: str) -> Check:
+    """Return a check that a number is zero or more."""
+    return lambda v: None if v >= 0 else f"{name} must be zero or more, got {v}"
+
+
 def non_empty(message: str) -> Check:
     """Return a check that a list is not empty."""
     return lambda v: None if len(v) else message
@@ -100,6 +107,7 @@ def non_empty(message: str) -> Check:
 
 # ------------------------------------------------------------------------------------------------
 # options every model has (the backbone's) and those of the methods that train on CutMix-ed batches
+# (`cutmix`, `saol`); a method overrides their defaults with ``Method.option_defaults``
 
 BACKBONE_OPTIONS: tuple[Option, ...] = (
     Option("last_stride", int, 2, "1 keeps the last stage at stride 1"),
@@ -107,8 +115,8 @@ BACKBONE_OPTIONS: tuple[Option, ...] = (
 )
 
 CUTMIX_OPTIONS: tuple[Option, ...] = (
-    Option("cutmix_prob", float, 0.5, "probability that a batch is CutMix-ed (every method that uses CutMix, "
-           "same recipe)", in_unit_interval("cutmix_prob"), legacy=("cutmix", "prob")),
+    Option("cutmix_prob", float, 0.5, "probability that a batch is CutMix-ed (one box and one λ per batch)",
+           in_unit_interval("cutmix_prob"), legacy=("cutmix", "prob")),
     Option("cutmix_alpha", float, 1.0, "Beta(α, α) for the kept-area ratio λ", legacy=("cutmix", "alpha")),
 )
 

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from saolctl.methods.base import MapKind, Method
 
 ENTRY_POINT_GROUP = "saolctl.methods"
-BUILTIN_MODULES = ("saolctl.methods.cam", "saolctl.methods.abn", "saolctl.methods.saol")  # each defines METHOD
+BUILTIN_MODULES = tuple(f"saolctl.methods.{m}"  # each defines METHOD
+                        for m in ("cam", "cutmix", "has", "acol", "spg", "adl", "abn", "saol"))
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 _METHODS: dict[str, "Method"] = {}

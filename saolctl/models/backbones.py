@@ -3,6 +3,10 @@
 A :class:`Backbone` is an ``nn.Module`` whose ``stages`` run one after the other; ``forward`` returns
 every stage's output ``[X^1, ..., X^L]``. Heads tap any of them; ABN runs the stages up to the one
 before last itself. Names follow torchvision where a torchvision model exists.
+
+Inside the stages, ``insertion_points()`` names the position after each residual block (``"3:0"``: after
+block 0 of stage 3); ``insert_after`` puts a module there without moving any existing weight (ADL), and
+``forward_taps`` also returns the features at given points (SPG's intermediate branch).
 """
 
 from __future__ import annotations
@@ -70,6 +74,129 @@ class Backbone(nn.Module):
             x = stage(x)
             outs.append(x)
         return outs
+
+    # ---- insertion points: named positions after the residual blocks inside the stages
+
+    def insertion_points(self) -> list[str]:
+        """Return the name of every position after a block: ``"S:B"`` is after block B of stage S.
+
+        Stages count from 1 and blocks from 0 within their stage, as torchvision names ResNet blocks
+        (``"3:0"`` is after ``layer3.0``). Blocks are the residual blocks (torchvision's BasicBlock and
+        Bottleneck, the CIFAR BasicBlock, EfficientNet's MBConv). The last point of a stage is the stage's
+        output (for EfficientNet-Lite0's last stage: after its 1x1 head convolution).
+        """
+        return [f"{s + 1}:{b}" for s, stage in enumerate(self.stages) for b in range(len(_block_paths(stage)))]
+
+    def point_channels(self, point: str) -> int:
+        """Return the number of channels of the features at an insertion point."""
+        stage, path, last = self._locate(point)
+        if last:
+            return self.channels[stage]
+        block = _child(self.stages[stage], path)
+        norms = [m for m in block.modules() if isinstance(m, nn.BatchNorm2d)]
+        return norms[-1].num_features
+
+    def insert_after(self, point: str, module: nn.Module, name: str) -> None:
+        """Run ``module`` on the features at ``point`` (its output replaces them), in place.
+
+        The module becomes a child of the Sequential holding the block (or, at a stage's last point, of
+        the stage) under the key ``{name}_{S}_{B}``; no existing module moves, so the state_dict keys of
+        the backbone's own weights do not change (pretrained weights and checkpoints load as before).
+        """
+        stage, path, last = self._locate(point)
+        parent_path, key = ((), None) if last else (path[:-1], path[-1])
+        parent = _child(self.stages[stage], parent_path)
+        if not isinstance(parent, nn.Sequential):
+            raise UserError(f"cannot insert after {point} of {self.name}: its container is not a Sequential")
+        new_key = f"{name}_{point.replace(':', '_')}"
+        if new_key in parent._modules:
+            raise UserError(f"{self.name} already has a module {new_key!r} at {point}")
+        children = list(parent.named_children())
+        for k, _ in children:
+            delattr(parent, k)
+        if key is None:
+            children.append((new_key, module))
+        else:
+            at = [k for k, _ in children].index(key)
+            children.insert(at + 1, (new_key, module))
+        for k, child in children:
+            parent.add_module(k, child)
+
+    def forward_taps(self, x: Tensor, points: tuple[str, ...]) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """Return every stage's output and the features at each insertion point in ``points``.
+
+        A tapped point's value is its block's output, before any module inserted after it, except at a
+        stage's last point, whose value is the stage's output (after what is inserted there). Stages holding
+        a tap inside run their children one by one, so forward hooks on those stage modules themselves do
+        not fire; the other stages run as in ``forward``.
+        """
+        wanted: dict[int, dict[tuple[str, ...], str]] = {}
+        for p in points:
+            stage, path, last = self._locate(p)
+            if not last:
+                wanted.setdefault(stage, {})[path] = p
+        outs: list[Tensor] = []
+        taps: dict[str, Tensor] = {}
+        for s, stage in enumerate(self.stages):
+            if s in wanted:
+                x = _run_tapped(stage, x, (), wanted[s], taps)
+            else:
+                x = stage(x)
+            outs.append(x)
+        for p in points:
+            stage, _, last = self._locate(p)
+            if last:
+                taps[p] = outs[stage]
+        return outs, taps
+
+    def _locate(self, point: str) -> tuple[int, tuple[str, ...], bool]:
+        """Return (stage index, path of the block inside the stage, whether it is the stage's last point)."""
+        valid = self.insertion_points()
+        if point not in valid:
+            raise UserError(f"{self.name} has no insertion point {point!r}; valid: {', '.join(valid)}")
+        s, b = (int(v) for v in point.split(":"))
+        paths = _block_paths(self.stages[s - 1])
+        return s - 1, paths[b], b == len(paths) - 1
+
+
+def _is_block(module: nn.Module) -> bool:
+    """Whether ``module`` is a residual block (an insertion point follows it)."""
+    from torchvision.models.resnet import BasicBlock as TvBasicBlock
+    from torchvision.models.resnet import Bottleneck
+
+    return isinstance(module, (BasicBlock, MBConv, TvBasicBlock, Bottleneck))
+
+
+def _block_paths(module: nn.Module, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Return the child-key paths of the blocks inside nested Sequentials, in the order they run."""
+    out: list[tuple[str, ...]] = []
+    for key, child in module.named_children():
+        if _is_block(child):
+            out.append(prefix + (key,))
+        elif isinstance(child, nn.Sequential):
+            out += _block_paths(child, prefix + (key,))
+    return out
+
+
+def _child(module: nn.Module, path: tuple[str, ...]) -> nn.Module:
+    for key in path:
+        module = module._modules[key]
+    return module
+
+
+def _run_tapped(
+    seq: nn.Module, x: Tensor, prefix: tuple[str, ...], wanted: dict[tuple[str, ...], str], taps: dict[str, Tensor]
+) -> Tensor:
+    """Run a Sequential child by child, recording the outputs of the blocks in ``wanted``."""
+    for key, child in seq.named_children():
+        path = prefix + (key,)
+        if any(w[: len(path)] == path for w in wanted) and path not in wanted:
+            x = _run_tapped(child, x, path, wanted, taps)
+        else:
+            x = child(x)
+            if path in wanted:
+                taps[wanted[path]] = x
+    return x
 
 
 def stride_one_copy(module: nn.Module) -> nn.Module:

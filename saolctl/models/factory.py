@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from saolctl.errors import UserError
-from saolctl.methods.options import BACKBONE_OPTIONS, values_of
+from saolctl.methods.options import BACKBONE_OPTIONS, CUTMIX_OPTIONS, values_of
 from saolctl.methods.registry import all_options, get_method
 from saolctl.models.backbones import build_backbone, list_backbones
 
@@ -45,6 +45,8 @@ class ModelConfig:
 
         Before the method registry, options sat in groups ("saol", "saol_loss", "cutmix") for every method;
         each option names its old place (``Option.legacy``), and groups of other methods' options are dropped.
+        Options the method no longer has but another still declares are dropped too: a CAM trained when CAM
+        used CutMix stored cutmix_prob / cutmix_alpha, which do not change its network.
         """
         method = get_method(str(d["method"]))
         given = dict(d.get("options", {}))
@@ -54,7 +56,10 @@ class ModelConfig:
                 old = d.get(group)
                 if isinstance(old, dict) and key in old:
                     given.setdefault(opt.name, old[key])
-        unknown = sorted(set(given) - {o.name for o in method.all_options()})
+        own = {o.name for o in method.all_options()}
+        others = {o.name for o in all_options()} - own
+        given = {k: v for k, v in given.items() if k not in others}
+        unknown = sorted(set(given) - own)
         if unknown:
             raise UserError(f"unknown option(s) of {method.name}: {', '.join(unknown)}")
         return cls(backbone=str(d["backbone"]), method=method.name, num_classes=int(d["num_classes"]),
@@ -67,9 +72,15 @@ def list_options() -> list[str]:
     return [o.name for o in all_options()]
 
 
-def option_defaults() -> dict[str, Any]:
-    """Return every option's default value, keyed by its name."""
-    return {o.name: o.default for o in all_options()}
+def option_defaults(method: str | None = None) -> dict[str, Any]:
+    """Return every option's default value, keyed by its name, or a method's (its own defaults included).
+
+    Without a method, a shared option shows its declared default (cutmix_prob: 0.5), not a method's own.
+    """
+    if method is not None:
+        return {o.name: o.default for o in get_method(method).all_options() + BACKBONE_OPTIONS}
+    declared = {o.name: o.default for o in CUTMIX_OPTIONS}
+    return {o.name: declared.get(o.name, o.default) for o in all_options()}
 
 
 def make_config(backbone: str, method: str, num_classes: int, **options: Any) -> ModelConfig:

@@ -1,7 +1,9 @@
 """One training objective per method, each returning its named loss terms and the total.
 
 Pure loss functions come first (testable on hand-made tensors), then the objectives that run the
-model on a (possibly CutMix-ed) batch: CAM {cls}; ABN {att, per}; SAOL {cls, gap, ss1, ss2, entropy}.
+model on a batch: CAM {cls} (plain batches; CutMix-ed ones for the `cutmix` method); ABN {att, per} (plain
+batches); SAOL {cls, gap, ss1, ss2, entropy, att_ss, att_cam} (CutMix-ed batches). HaS's and ACoL's
+objectives sit in their own modules (saolctl/methods/has.py, acol.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from saolctl.data.cutmix import MixedBatch, cutmix
+from saolctl.data.cutmix import MixedBatch, cutmix, no_mix
 from saolctl.engine.distributed import unwrap_model
 from saolctl.models.batchnorm import frozen_running_stats
 from saolctl.models.heads import resize_to
@@ -154,43 +156,49 @@ def mixed_cross_entropy(logits: Tensor, batch: MixedBatch) -> Tensor:
 
 @dataclass(frozen=True)
 class CutMixOptions:
-    """CutMix recipe shared by all methods (SPEC 1.3)."""
+    """CutMix settings of the methods that train on CutMix-ed batches (`cutmix`, SAOL; SPEC 1.3)."""
 
     prob: float = 0.5
     alpha: float = 1.0
 
     def apply(self, images: Tensor, labels: Tensor, rng: np.random.Generator) -> MixedBatch:
-        """Return the batch CutMix-ed with this recipe."""
+        """Return the batch CutMix-ed with these settings."""
         return cutmix(images, labels, prob=self.prob, alpha=self.alpha, rng=rng)
 
 
+def maybe_cutmix(cutmix_opts: CutMixOptions | None, images: Tensor, labels: Tensor,
+                 rng: np.random.Generator) -> MixedBatch:
+    """Return the batch CutMix-ed with ``cutmix_opts``, or untouched (and ``rng`` unused) when it is None."""
+    return no_mix(images, labels) if cutmix_opts is None else cutmix_opts.apply(images, labels, rng)
+
+
 class CamObjective:
-    """CAM: L = CE(z, y~)."""
+    """CAM: L = CE(z, y); with CutMix settings (the `cutmix` method), L = CE(z, y~) on CutMix-ed batches."""
 
     term_names = ("cls",)
 
-    def __init__(self, cutmix_opts: CutMixOptions) -> None:
+    def __init__(self, cutmix_opts: CutMixOptions | None = None) -> None:
         self.cutmix = cutmix_opts
 
     def __call__(self, model: nn.Module, images: Tensor, labels: Tensor, rng: np.random.Generator) -> LossTerms:
         """Run the model on a training batch and return its loss terms."""
-        batch = self.cutmix.apply(images, labels, rng)
+        batch = maybe_cutmix(self.cutmix, images, labels, rng)
         out: ModelOutput = model(batch.images)
         cls = mixed_cross_entropy(out.logits, batch)
         return LossTerms(cls, {"cls": cls})
 
 
 class AbnObjective:
-    """ABN: L = CE(z_att, y~) + CE(z_per, y~)."""
+    """ABN: L = CE(z_att, y) + CE(z_per, y) (vanilla ABN: plain batches unless CutMix settings are given)."""
 
     term_names = ("att", "per")
 
-    def __init__(self, cutmix_opts: CutMixOptions) -> None:
+    def __init__(self, cutmix_opts: CutMixOptions | None = None) -> None:
         self.cutmix = cutmix_opts
 
     def __call__(self, model: nn.Module, images: Tensor, labels: Tensor, rng: np.random.Generator) -> LossTerms:
         """Run the model on a training batch and return its loss terms."""
-        batch = self.cutmix.apply(images, labels, rng)
+        batch = maybe_cutmix(self.cutmix, images, labels, rng)
         out: ModelOutput = model(batch.images)
         assert out.att_logits is not None
         att = mixed_cross_entropy(out.att_logits, batch)
