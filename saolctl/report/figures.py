@@ -19,28 +19,55 @@ GT_COLOR = "#ffea00"
 
 
 def plot_curves(curves: dict[str, pd.DataFrame], path: Path, title: str = "BoxAcc vs threshold") -> Path:
-    """Plot BoxAcc (V2, IoU 30/50/70 and V1 IoU 50) against the threshold for one or more runs."""
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4), sharey=True)
+    """Plot BoxAcc (V2, IoU 30/50/70 and V1 IoU 50) against the threshold for one or more runs.
+
+    Labels "method (kind)" share a colour per method and a line style per kind. Up to five curves get a legend
+    in each panel with each curve's maximum; more get one legend below the panels (the maxima are the dots).
+    """
+    styles = curve_styles(list(curves))
+    shared_legend = len(curves) > 5
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4 + (0.25 * ((len(curves) + 3) // 4) if shared_legend else 0)),
+                             sharey=True)
     columns = [("v1_iou50", "MaxBoxAcc (V1), IoU 50"), ("v2_iou30", "V2, IoU 30"),
                ("v2_iou50", "V2, IoU 50"), ("v2_iou70", "V2, IoU 70")]
     for ax, (col, name) in zip(axes, columns):
         for label, df in curves.items():
             if col in df:
                 k = int(df[col].to_numpy().argmax())
-                line = ax.plot(df["threshold"], df[col], label=f"{label} (max {df[col].iloc[k]:.1f})")[0]
-                ax.plot(df["threshold"].iloc[k], df[col].iloc[k], "o", color=line.get_color(), ms=4)
+                shown = label if shared_legend else f"{label} (max {df[col].iloc[k]:.1f})"
+                color, dashes = styles[label]
+                ax.plot(df["threshold"], df[col], label=shown, color=color, linestyle=dashes, lw=1.3)
+                ax.plot(df["threshold"].iloc[k], df[col].iloc[k], "o", color=color, ms=4)
         ax.set_title(name)
         ax.set_xlabel("threshold τ")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right")
+        if not shared_legend:
+            ax.legend(fontsize=7, loc="upper right")
     axes[0].set_ylabel("BoxAcc (%)")
     axes[0].set_ylim(0, 100)
     fig.suptitle(title)
-    fig.tight_layout()
+    if shared_legend:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+        rows = (len(labels) + 5) // 6
+        fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))
+    else:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def curve_styles(labels: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Return (colour, line style) per label: one colour per group (text before " ("), one style per member."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(label.split(" (")[0], []).append(label)
+    palette = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
+    dashes = ("-", "--", ":", "-.")
+    return {label: (palette[g % len(palette)], dashes[i % len(dashes)])
+            for g, members in enumerate(groups.values()) for i, label in enumerate(members)}
 
 
 def _boxes(ax: Axes, boxes: np.ndarray, color: str, lw: float = 1.8, scale: tuple[float, float] = (1.0, 1.0)) -> None:
