@@ -14,7 +14,6 @@ from saolctl.cli.progress import RichReporter, metrics_table
 from saolctl.data import DigitsConfig
 from saolctl.engine.distributed import is_main_process
 from saolctl.engine.train import SilentReporter, TrainConfig, train
-from saolctl.errors import UserError
 
 
 def train_command(

@@ -633,7 +633,7 @@ class _LevelTree:
             return self._single_node_levels()
         if self.regions.count <= _TABLE_REGIONS and not first:
             return self._table_levels()
-        tree, n_pairs = self.tree, int(self.offset[-1])
+        n_pairs = int(self.offset[-1])
         pair = self.pair
         if self.pixels is None:
             index = np.arange(self.values.size, dtype=np.int64)

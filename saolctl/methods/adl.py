@@ -35,17 +35,16 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from saolctl.errors import UserError
-from saolctl.methods.base import MapInputs, MapKind, Method, Objective
+from saolctl.methods.base import Method, Objective
+from saolctl.methods.cam import CAM_MAP
 from saolctl.methods.options import Option, in_unit_interval
 from saolctl.models.backbones import Backbone
 from saolctl.models.heads import GapFc
-from saolctl.models.losses import LossTerms
+from saolctl.models.losses import CamObjective
 from saolctl.models.outputs import ModelOutput
 
 REFERENCE = "reference"
@@ -143,22 +142,6 @@ class AdlNet(nn.Module):
         return ModelOutput(method=AdlMethod.name, logits=logits, features=features, gap_logits=logits)
 
 
-class CrossEntropyObjective:
-    """L = CE(z, y) on plain batches."""
-
-    term_names = ("cls",)
-
-    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor, rng: np.random.Generator) -> LossTerms:
-        """Run the model on a training batch and return its loss terms."""
-        cls = F.cross_entropy(model(images).logits, labels)
-        return LossTerms(cls, {"cls": cls})
-
-
-def cam_map(inputs: MapInputs) -> Tensor:
-    """Return sum_k w_ck X^L_k (B, h, w) with the GAP-FC weights (no bias, no ReLU)."""
-    return inputs.model.head.class_maps(inputs.output.features, inputs.targets)
-
-
 def _points_check(value: str) -> str | None:
     if value == REFERENCE or _POINTS.match(value.replace(" ", "")):
         return None
@@ -183,7 +166,7 @@ class AdlMethod(Method):
         Option("adl_per_image", bool, False, "ADL: draw drop-or-importance per image (the reference draws once "
                "per batch)"),
     )
-    map_kinds = (MapKind("cam", "sum_k w_ck X^L_k with the GAP-FC weights (no bias, no ReLU)", cam_map),)
+    map_kinds = (CAM_MAP,)
 
     def build(self, backbone: Backbone, num_classes: int, options: Mapping[str, Any]) -> nn.Module:
         """Return the backbone with ADL layers inserted + GAP-FC."""
@@ -191,7 +174,7 @@ class AdlMethod(Method):
 
     def objective(self, options: Mapping[str, Any]) -> Objective:
         """Return CE of the logits against the label (no CutMix)."""
-        return CrossEntropyObjective()
+        return CamObjective()
 
     def adopt_imagenet_classifier(self, model: nn.Module, classifier: nn.Linear) -> None:
         """Load the classifier's weights into the GAP-FC layer (ADL is the identity at evaluation)."""

@@ -39,13 +39,16 @@ def cam_map(inputs: MapInputs) -> Tensor:
     return inputs.model.head.class_maps(inputs.output.features, inputs.targets)
 
 
+CAM_MAP = MapKind("cam", "sum_k w_ck X^L_k with the GAP-FC weights (no bias, no ReLU)", cam_map)  # also cutmix's, has's, adl's
+
+
 class CamMethod(Method):
     """CAM (SPEC 1.1): GAP -> FC with bias; loss CE(z, y) on plain batches."""
 
     name = "cam"
     paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
     summary = "GAP -> FC (bias on); the map is the class-weighted sum of the last features"
-    map_kinds = (MapKind("cam", "sum_k w_ck X^L_k with the GAP-FC weights (no bias, no ReLU)", cam_map),)
+    map_kinds = (CAM_MAP,)
     uses_cutmix = False
 
     def build(self, backbone: Backbone, num_classes: int, options: Mapping[str, Any]) -> nn.Module:

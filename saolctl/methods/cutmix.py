@@ -21,8 +21,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from saolctl.methods.base import MapKind, Method, Objective, cutmix_options
-from saolctl.methods.cam import CamNet, cam_map
+from saolctl.methods.base import Method, Objective, cutmix_options
+from saolctl.methods.cam import CAM_MAP, CamNet
 from saolctl.models.backbones import Backbone
 from saolctl.models.losses import CamObjective
 
@@ -34,7 +34,7 @@ class CutMixMethod(Method):
     paper = ("Yun et al., CutMix: Regularization Strategy to Train Strong Classifiers with Localizable Features, "
              "ICCV 2019")
     summary = "CAM (GAP -> FC) trained on CutMix-ed batches; the map is CAM's"
-    map_kinds = (MapKind("cam", "sum_k w_ck X^L_k with the GAP-FC weights (no bias, no ReLU)", cam_map),)
+    map_kinds = (CAM_MAP,)
     uses_cutmix = True
     option_defaults = {"cutmix_prob": 1.0, "cutmix_alpha": 1.0}  # wsolevaluation's --cutmix_prob, --cutmix_beta
 

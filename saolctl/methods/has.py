@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from saolctl.methods.base import MapKind, Method, Objective
-from saolctl.methods.cam import CamNet, cam_map
+from saolctl.methods.base import Method, Objective
+from saolctl.methods.cam import CAM_MAP, CamNet
 from saolctl.methods.options import Option, in_unit_interval, non_negative, one_of
 from saolctl.models.backbones import Backbone
 from saolctl.models.losses import LossTerms
@@ -103,7 +103,7 @@ class HasMethod(Method):
         Option("has_grid_mode", str, "cells", "HaS: how `has_grid_size` is read: `cells` (per side) or `pixels` "
                "(patch side, as wsolevaluation's code)", one_of("has_grid_mode", GRID_MODES, "'cells' or 'pixels'")),
     )
-    map_kinds = (MapKind("cam", "sum_k w_ck X^L_k with the GAP-FC weights (no bias, no ReLU)", cam_map),)
+    map_kinds = (CAM_MAP,)
     uses_cutmix = False
 
     def build(self, backbone: Backbone, num_classes: int, options: Mapping[str, Any]) -> nn.Module:
