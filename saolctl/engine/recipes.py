@@ -85,7 +85,12 @@ DIGITS = Recipe(
                     "acol": {"acol_mid": 128, "acol_bn": True},
                     # SPG-C at 128 channels (the reference's 512 is sized for ResNet-50; from ResNet-20's 64
                     # channels it would double the network)
-                    "spg": {"spg_c_width": 128}},
+                    "spg": {"spg_c_width": 128},
+                    # HaS hides half of each training image by default (drop 0.5); on these 48-px digits, from
+                    # scratch in 4 epochs, that stayed at chance on 1 of 3 seeds (test top-1 22.5 +- 8.5 over
+                    # seeds 0-2). Chosen on val (seeds 0, 1; docs/methods.md): drop 0.25 reached 64.0 / 46.0,
+                    # 4-px patches (the reference's reading) 41.0 / 16.2, an 8x8 grid 39.6 / 18.8.
+                    "has": {"has_drop_rate": 0.25}},
 )
 
 # Real photos: the WSOL protocol's setting (ResNet-50, last stage at stride 1, 224 px, fine-tuned from
