@@ -95,7 +95,7 @@ class LseMethod(Method):
         return LseNet(backbone, num_classes, float(options["lse_r"]))
 
     def objective(self, options: dict[str, Any]) -> LseObjective:
-        """Return CE under the CutMix recipe every method shares."""
+        """Return CE of the pooled logits, on CutMix-ed batches (this method's cutmix_prob / cutmix_alpha)."""
         return LseObjective(cutmix_options(options))
 # --- end example
 
