@@ -40,16 +40,9 @@ from torch import Tensor, nn
 from saolctl.methods.base import MapInputs, MapKind, Method, Objective
 from saolctl.methods.options import Option, in_unit_interval, positive
 from saolctl.models.backbones import Backbone
-from saolctl.models.losses import EPS, LossTerms
+from saolctl.models.heads import min_max_normalize, select_class
+from saolctl.models.losses import LossTerms
 from saolctl.models.outputs import ModelOutput
-
-
-def minmax_normalize(maps: Tensor) -> Tensor:
-    """Return maps (B, ..., h, w) min-max normalised over space to [0, 1] in float32; a constant map becomes 0."""
-    flat = maps.flatten(-2).float()  # float32 under autocast too: a half-precision EPS would round to 0
-    low = flat.min(dim=-1, keepdim=True).values
-    span = flat.max(dim=-1, keepdim=True).values - low
-    return ((flat - low) / span.clamp_min(EPS)).view_as(maps)
 
 
 def erase_mask(class_map: Tensor, threshold: float) -> Tensor:
@@ -57,12 +50,7 @@ def erase_mask(class_map: Tensor, threshold: float) -> Tensor:
 
     The map is detached: erasing steers what branch B sees, it is not a path for gradients.
     """
-    return (minmax_normalize(class_map.detach()) < threshold).to(class_map.dtype).unsqueeze(1)
-
-
-def select_class(maps: Tensor, classes: Tensor) -> Tensor:
-    """Return each image's map (B, h, w) of its class in ``classes`` (B,), from maps (B, K, h, w)."""
-    return maps[torch.arange(maps.shape[0], device=maps.device), classes]
+    return (min_max_normalize(class_map.detach()) < threshold).to(class_map.dtype).unsqueeze(1)
 
 
 class AcolBranch(nn.Sequential):
@@ -129,7 +117,7 @@ def _maps_for_targets(inputs: MapInputs) -> tuple[Tensor, Tensor]:
 def fused_map(inputs: MapInputs) -> Tensor:
     """Return max(N(A_c), N(B_c)) (B, h, w), N a min-max normalisation over space (the reference's map)."""
     a, b = _maps_for_targets(inputs)
-    return torch.maximum(minmax_normalize(a), minmax_normalize(b))
+    return torch.maximum(min_max_normalize(a), min_max_normalize(b))
 
 
 def branch_a_map(inputs: MapInputs) -> Tensor:

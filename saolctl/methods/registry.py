@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from saolctl.errors import UserError
-from saolctl.methods.options import BACKBONE_OPTIONS, Option
+from saolctl.methods.options import BACKBONE_OPTIONS, CUTMIX_OPTIONS, Option
 
 if TYPE_CHECKING:
     from saolctl.methods.base import MapKind, Method
@@ -82,10 +82,15 @@ def all_methods() -> list["Method"]:
 
 
 def all_options() -> list[Option]:
-    """Return every option: the methods' own (in method order), then CutMix's, then the backbone's."""
+    """Return every option as declared: the methods' own (in method order), then CutMix's, then the backbone's.
+
+    A shared option carries its declared default here; a method's own default for it (``option_defaults``)
+    is in that method's ``all_options()``.
+    """
     seen: dict[str, Option] = {}
     methods = all_methods()
-    for group in [m.options for m in methods] + [m.all_options() for m in methods] + [BACKBONE_OPTIONS]:
+    cutmix = CUTMIX_OPTIONS if any(m.uses_cutmix for m in methods) else ()
+    for group in [m.options for m in methods] + [cutmix, BACKBONE_OPTIONS]:
         for opt in group:
             seen.setdefault(opt.name, opt)
     return list(seen.values())

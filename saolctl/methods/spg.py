@@ -57,6 +57,7 @@ from saolctl.errors import UserError
 from saolctl.methods.base import MapInputs, MapKind, Method, Objective
 from saolctl.methods.options import Option, in_unit_interval, non_negative, positive
 from saolctl.models.backbones import Backbone
+from saolctl.models.heads import min_max_normalize, select_class
 from saolctl.models.losses import LossTerms
 from saolctl.models.outputs import ModelOutput
 
@@ -93,14 +94,6 @@ def masked_bce(logits: Tensor, mask: Tensor) -> Tensor:
     target = (mask == 1).to(logits.dtype)
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return (loss * keep).sum() / keep.sum().clamp(min=1.0)
-
-
-def normalise_min_max(maps: Tensor) -> Tensor:
-    """Return each map (B, h, w) scaled to [0, 1] by its own min and max (a constant map becomes 0)."""
-    flat = maps.flatten(1)
-    low = flat.amin(dim=1).view(-1, 1, 1)
-    span = (flat.amax(dim=1).view(-1, 1, 1) - low).clamp(min=1e-12)
-    return (maps - low) / span
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,8 +170,7 @@ class SpgObjective:
         b1, b2, c = up(out.extras["spg_b1"]), up(out.extras["spg_b2"]), up(out.extras["spg_c"])
         (h1, l1), (h2, l2), (h3, l3) = self.thresholds
         with torch.no_grad():
-            idx = torch.arange(labels.shape[0], device=labels.device)
-            attention = normalise_min_max(up(out.extras["class_maps"][idx, labels][:, None]))
+            attention = min_max_normalize(up(select_class(out.extras["class_maps"], labels)[:, None]))
             p1, p2 = torch.sigmoid(b1), torch.sigmoid(b2)
             mask_b2 = self_produced_mask(attention, h1, l1, min_foreground=self.min_foreground)
             mask_b1 = self_produced_mask(p2, h2, l2, min_foreground=self.min_foreground)
@@ -189,8 +181,7 @@ class SpgObjective:
 
 def class_map(inputs: MapInputs) -> Tensor:
     """Return the classifier's class map of each image's target class (B, h, w), before pooling."""
-    idx = torch.arange(inputs.targets.shape[0], device=inputs.targets.device)
-    return inputs.output.extras["class_maps"][idx, inputs.targets]
+    return select_class(inputs.output.extras["class_maps"], inputs.targets)
 
 
 def _threshold(name: str, default: float, doc: str) -> Option:

@@ -92,7 +92,7 @@ class Backbone(nn.Module):
         stage, path, last = self._locate(point)
         if last:
             return self.channels[stage]
-        block = _child(self.stages[stage], path)
+        block = self.stages[stage].get_submodule(".".join(path))
         norms = [m for m in block.modules() if isinstance(m, nn.BatchNorm2d)]
         return norms[-1].num_features
 
@@ -105,7 +105,7 @@ class Backbone(nn.Module):
         """
         stage, path, last = self._locate(point)
         parent_path, key = ((), None) if last else (path[:-1], path[-1])
-        parent = _child(self.stages[stage], parent_path)
+        parent = self.stages[stage].get_submodule(".".join(parent_path))
         if not isinstance(parent, nn.Sequential):
             raise UserError(f"cannot insert after {point} of {self.name}: its container is not a Sequential")
         new_key = f"{name}_{point.replace(':', '_')}"
@@ -130,9 +130,9 @@ class Backbone(nn.Module):
         a tap inside run their children one by one, so forward hooks on those stage modules themselves do
         not fire; the other stages run as in ``forward``.
         """
+        located = {p: self._locate(p) for p in points}
         wanted: dict[int, dict[tuple[str, ...], str]] = {}
-        for p in points:
-            stage, path, last = self._locate(p)
+        for p, (stage, path, last) in located.items():
             if not last:
                 wanted.setdefault(stage, {})[path] = p
         outs: list[Tensor] = []
@@ -143,8 +143,7 @@ class Backbone(nn.Module):
             else:
                 x = stage(x)
             outs.append(x)
-        for p in points:
-            stage, _, last = self._locate(p)
+        for p, (stage, _, last) in located.items():
             if last:
                 taps[p] = outs[stage]
         return outs, taps
@@ -176,12 +175,6 @@ def _block_paths(module: nn.Module, prefix: tuple[str, ...] = ()) -> list[tuple[
         elif isinstance(child, nn.Sequential):
             out += _block_paths(child, prefix + (key,))
     return out
-
-
-def _child(module: nn.Module, path: tuple[str, ...]) -> nn.Module:
-    for key in path:
-        module = module._modules[key]
-    return module
 
 
 def _run_tapped(

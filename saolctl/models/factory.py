@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from saolctl.errors import UserError
-from saolctl.methods.options import BACKBONE_OPTIONS, CUTMIX_OPTIONS, values_of
+from saolctl.methods.options import BACKBONE_OPTIONS, values_of
 from saolctl.methods.registry import all_options, get_method
 from saolctl.models.backbones import build_backbone, list_backbones
 
@@ -77,10 +77,8 @@ def option_defaults(method: str | None = None) -> dict[str, Any]:
 
     Without a method, a shared option shows its declared default (cutmix_prob: 0.5), not a method's own.
     """
-    if method is not None:
-        return {o.name: o.default for o in get_method(method).all_options() + BACKBONE_OPTIONS}
-    declared = {o.name: o.default for o in CUTMIX_OPTIONS}
-    return {o.name: declared.get(o.name, o.default) for o in all_options()}
+    options = all_options() if method is None else get_method(method).all_options() + BACKBONE_OPTIONS
+    return {o.name: o.default for o in options}
 
 
 def make_config(backbone: str, method: str, num_classes: int, **options: Any) -> ModelConfig:

@@ -47,3 +47,16 @@ def resize_to(t: Tensor, grid: tuple[int, int], mode: str = "area") -> Tensor:
             return F.avg_pool2d(t, (h // grid[0], w // grid[1]))
         return F.adaptive_avg_pool2d(t, grid)
     return F.interpolate(t, size=grid, mode="bilinear", align_corners=False)
+
+
+def min_max_normalize(maps: Tensor) -> Tensor:
+    """Return maps (B, ..., h, w) min-max normalised over space to [0, 1] in float32; a constant map becomes 0."""
+    flat = maps.flatten(-2).float()  # float32 under autocast too: a half-precision epsilon would round to 0
+    low = flat.min(dim=-1, keepdim=True).values
+    span = flat.max(dim=-1, keepdim=True).values - low
+    return ((flat - low) / span.clamp_min(1e-8)).view_as(maps)
+
+
+def select_class(maps: Tensor, classes: Tensor) -> Tensor:
+    """Return each image's map (B, h, w) of its class in ``classes`` (B,), from maps (B, K, h, w)."""
+    return maps[torch.arange(maps.shape[0], device=maps.device), classes]
