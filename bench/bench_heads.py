@@ -3,9 +3,9 @@
 Usage: python bench/bench_heads.py [--backbones resnet18,resnet50,efficientnet_lite0] [--classes 1000]
        [--batch 8] [--size 224] [--repeats 5] [--threads 2] [--methods cam,cutmix,...]
 
-Every registered method (or those named) with its own default options, i.e. its own objective: CutMix only
-where the method trains with it (cutmix, saol), HaS's hiding, ACoL's second branch, and so on; SAOL also with
-L_ss2 on. Inference is a forward pass plus the method's default map. Timings are interleaved (cam, cutmix,
+Every registered method (or those named) with its own default options (or, with ``--recipe``, that recipe's
+options for it), i.e. its own objective: CutMix only where the method trains with it (cutmix, saol), HaS's
+hiding, ACoL's second branch, and so on; where the recipe turns SAOL's L_ss2 off, SAOL also with it on. Inference is a forward pass plus the method's default map. Timings are interleaved (cam, cutmix,
 ..., cam, ...) in one process and reported as ratios of medians to CAM, so machine noise affects every
 method alike. Never used by the tests.
 """
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from saolctl.engine.recipes import DIGITS, PHOTOS
 from saolctl.localization.maps import default_map_kind, forward_options, score_maps
 from saolctl.methods import list_methods
 from saolctl.models import create_model, create_objective
@@ -57,22 +58,27 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--methods", default=None, help="comma-separated (default: every registered method)")
+    ap.add_argument("--recipe", choices=("none", "digits", "photos"), default="none",
+                    help="each method with that recipe's options for it (default: the methods' own defaults)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=g)
     labels = torch.randint(0, args.classes, (args.batch,), generator=g)
-    print(f"# heads vs GAP-FC at {args.size} px, K={args.classes}, batch {args.batch}, {args.threads} threads, "
+    print(f"# methods vs CAM ({args.recipe} options) at {args.size} px, K={args.classes}, batch {args.batch}, {args.threads} threads, "
           f"torch {torch.__version__}")
-    print("| backbone | head | head params | total params | GFLOPs (fwd, per image) | FLOPs vs cam "
-          "| fwd time / cam | train step / cam |")
+    print("| backbone | method | head params | total params | GFLOPs (fwd, per image) | FLOPs vs cam "
+          "| inference (fwd + map) / cam | train step / cam |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.backbones.split(","):
         torch.manual_seed(0)
         methods = args.methods.split(",") if args.methods else list_methods()
-        variants = {m: create_model(name, m, args.classes) for m in ["cam", *(m for m in methods if m != "cam")]}
-        if "saol" in variants:  # the recipes' SAOL has L_ss2 off; the paper's reading has it on
-            variants["saol (with ss2)"] = create_model(name, "saol", args.classes, ss2_weight=1.0)
+        recipe = {"none": None, "digits": DIGITS, "photos": PHOTOS}[args.recipe]
+        options = {m: recipe.options_for(m) if recipe else {} for m in methods}
+        variants = {m: create_model(name, m, args.classes, **options.get(m, {}))
+                    for m in ["cam", *(m for m in methods if m != "cam")]}
+        if "saol" in variants and options["saol"].get("ss2_weight", 1.0) != 1.0:  # the recipes turn L_ss2 off
+            variants["saol (with ss2)"] = create_model(name, "saol", args.classes, **{**options["saol"], "ss2_weight": 1.0})
         backbone_params = count_params(variants["cam"].backbone)
         flops = {k: forward_flops(m, x[:1]) for k, m in variants.items()}
         fwd: dict[str, list[float]] = {k: [] for k in variants}
