@@ -38,6 +38,9 @@ _CHANGES: dict[str, tuple[str, dict[str, Any]]] = {
     "attss": ("saol", {"att_ss_weight": 1.0}),
     "grid16": ("saol", {"saol_grid": "penultimate"}),
     "k3": ("saol", {"saol_att_kernel": 3}),
+    # a public re-implementation's reading (issue 15): 3x3 convs in the attention and the tap projections,
+    # taps resized bilinearly; otherwise the paper's reading
+    "reimpl": ("saol", {"saol_kernel": 3, "saol_att_kernel": 3, "saol_resize": "bilinear"}),
     "attcam": ("saol", {"att_cam_weight": 1.0}),
     "noss2": ("saol", {"ss2_weight": 0.0}),
     "attss-ss2": ("saol", {"att_ss_weight": 1.0, "ss2_weight": 0.0}),
