@@ -1,6 +1,7 @@
 """Bootstrap 95% intervals, over test images, of each variant's difference to a base (issue 15).
 
-Reads the checkpoints that bench/saol_study.py trained (STUDY/runs/<variant>/seed<k>/<method>/best.pt),
+Reads the checkpoints that bench/saol_study.py trained (STUDY/runs/<variant>/seed<k>/<method>/last.pt, the
+one compare evaluates),
 scores each run's default map on the test split once and caches its per-image records (best IoU at every
 CAM threshold for MaxBoxAccV2, top-1 correctness) as test_records.npz next to the run. Each record is
 checked against the run's compare.csv (the same MaxBoxAccV2 and top-1, to 1e-6). Then, for every variant,
@@ -35,7 +36,7 @@ def test_records(run_dir: Path, threads: int) -> tuple[np.ndarray, np.ndarray]:
     if not cache.exists():
         torch.set_num_threads(threads)
         method, kind = str(row["method"]), str(row["map"])
-        ckpt = run_dir / method / "best.pt"
+        ckpt = run_dir / method / "last.pt"  # what compare evaluates (its default, wsolevaluation's)
         run = load_run(ckpt, torch.device("cpu"))
         ds, _ = open_eval_dataset(run, EvalSettings(ckpt=ckpt, split="test"))
         thresholds = default_thresholds()

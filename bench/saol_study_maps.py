@@ -1,6 +1,7 @@
 """Figure of typical maps per SAOL variant (issue 8): the same test images, one column per variant.
 
-Reads the seed's checkpoints that bench/saol_study.py trained (OUT/runs/<variant>/seed<k>/<method>/best.pt)
+Reads the seed's checkpoints that bench/saol_study.py trained (OUT/runs/<variant>/seed<k>/<method>/last.pt, the
+one compare evaluates; --checkpoint best for best.pt)
 and draws each variant's map (its default map, or --map-of VARIANT=KIND) with the box at the threshold
 chosen on the validation split (from that run's compare.csv). It also prints, for each SAOL variant,
 how spread its attention is on the drawn split: the mean effective number of cells exp(H(A)) and the
@@ -34,6 +35,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=6)
     p.add_argument("--split", default="test")
+    p.add_argument("--checkpoint", default="last", choices=["last", "best"], help="which checkpoint of each run")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     kinds = dict(pair.split("=", 1) for pair in args.map_of)
@@ -48,9 +50,10 @@ def main() -> None:
         method = str(table["method"].iloc[0])
         kind = kinds.get(variant) or str(table[table["default_map"]]["map"].iloc[0])
         row = table[table["map"] == kind].iloc[0]
-        run = load_run(run_dir / method / "best.pt", device)
+        ckpt = run_dir / method / f"{args.checkpoint}.pt"
+        run = load_run(ckpt, device)
         if batch is None:
-            ds, _ = open_eval_dataset(run, EvalSettings(ckpt=run_dir / method / "best.pt", split=args.split))
+            ds, _ = open_eval_dataset(run, EvalSettings(ckpt=ckpt, split=args.split))
             picks = np.linspace(0, len(ds) - 1, min(args.images, len(ds))).round().astype(int).tolist()
             batch = collate_samples([ds[i] for i in picks])
         with torch.no_grad():
