@@ -15,7 +15,7 @@ from pathlib import Path
 
 def keep_lines(src: Path, ids: set[str]) -> list[str]:
     """Return the lines of a CUB table whose first field is one of ids."""
-    return [line for line in src.read_text().splitlines() if line.split(maxsplit=1)[:1] and line.split()[0] in ids]
+    return [line for line in src.read_text().splitlines() if (line.split(maxsplit=1) or [""])[0] in ids]
 
 
 def write_subset(root: Path, out: Path, classes: int) -> tuple[int, int]:
