@@ -65,30 +65,32 @@ def main() -> None:
     p.add_argument("--study", type=Path, required=True)
     p.add_argument("--base", default="recipe-cam")
     p.add_argument("--variants", required=True)
-    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--seeds", default="0,1,2", help="seeds to use where both runs exist (paired seed by seed)")
     p.add_argument("--draws", type=int, default=2000)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    def records(variant: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        dirs = [args.study / "runs" / variant / f"seed{s}" for s in seeds]
-        return [test_records(d, args.threads) for d in dirs if (d / "compare.csv").exists()]
+    def records(variant: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        dirs = {s: args.study / "runs" / variant / f"seed{s}" for s in seeds}
+        return {s: test_records(d, args.threads) for s, d in dirs.items() if (d / "compare.csv").exists()}
 
     base = records(args.base)
-    base_hits = [box_hits(b) for b, _ in base]  # shared by every variant's comparison
+    base_hits = {s: box_hits(b) for s, (b, _) in base.items()}  # shared by every variant's comparison
     lines = [f"Paired bootstrap over test images ({args.draws} draws), variant - {args.base}, mean over seeds; "
              "95% percentile interval in brackets.", "",
              "| variant | seeds | Δ MaxBoxAccV2 | Δ top-1 |", "|---|---|---|---|"]
     for variant in args.variants.split(","):
         mine = records(variant)
-        n = min(len(mine), len(base))  # pair seed k with seed k
-        if n == 0:
+        common = sorted(set(mine) & set(base))  # pair seed k with seed k
+        if not common:
             lines.append(f"| {variant} | 0 | – | – |")
             continue
-        v2 = paired_bootstrap(max_box_acc, base_hits[:n], [box_hits(b) for b, _ in mine[:n]], draws=args.draws, seed=0)
-        t1 = paired_bootstrap(top1, [c for _, c in base[:n]], [c for _, c in mine[:n]], draws=args.draws, seed=0)
-        lines.append(f"| {variant} | {n} | {v2} | {t1} |")
+        v2 = paired_bootstrap(max_box_acc, [base_hits[s] for s in common], [box_hits(mine[s][0]) for s in common],
+                              draws=args.draws, seed=0)
+        t1 = paired_bootstrap(top1, [base[s][1] for s in common], [mine[s][1] for s in common], draws=args.draws,
+                              seed=0)
+        lines.append(f"| {variant} | {len(common)} | {v2} | {t1} |")
     text = "\n".join(lines) + "\n"
     (args.study / "bootstrap.md").write_text(text)
     print(text)
