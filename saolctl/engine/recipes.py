@@ -110,7 +110,8 @@ PHOTOS = Recipe(
     pretrained=True,
     model_options={"last_stride": 1},
     # SAOL options as chosen on pets3's validation split, and CUB's (20 classes, issue 15) prefers them too among
-    # SAOL's readings (val contrib MaxBoxAccV2 36.8 vs paper 32.4, re-implementation 32.3, 3 seeds; docs/saol-localization.md)
+    # SAOL's readings (val contrib MaxBoxAccV2 36.8 vs paper 32.4, re-implementation 32.3, 3 seeds;
+    # docs/saol-localization.md)
     method_options={"saol": {"att_ss_weight": 1.0, "ss2_weight": 0.0}},
 )
 
