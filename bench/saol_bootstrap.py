@@ -9,7 +9,7 @@ the paired bootstrap of (variant - base) in MaxBoxAccV2 and top-1: the same imag
 every seed, the statistic being the mean over seeds (saolctl.localization.bootstrap). Writes
 STUDY/bootstrap.md and prints it.
 
-    python bench/saol_bootstrap.py --study runs/study/cub20 --base recipe-cam --variants saol,recipe-saol --seeds 0,1
+    python bench/saol_bootstrap.py --study runs/study/cub20 --base recipe-cam --variants saol,recipe-saol
 """
 
 from __future__ import annotations
@@ -65,11 +65,14 @@ def main() -> None:
     p.add_argument("--study", type=Path, required=True)
     p.add_argument("--base", default="recipe-cam")
     p.add_argument("--variants", required=True)
-    p.add_argument("--seeds", default="0,1,2", help="seeds to use where both runs exist (paired seed by seed)")
+    p.add_argument("--seeds", default=None, help="e.g. 0,1 (default: every seed the base has; paired seed by seed)")
     p.add_argument("--draws", type=int, default=2000)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.seeds is None:
+        seeds = sorted(int(d.name.removeprefix("seed")) for d in (args.study / "runs" / args.base).glob("seed*"))
+    else:
+        seeds = [int(s) for s in args.seeds.split(",")]
 
     def records(variant: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         dirs = {s: args.study / "runs" / variant / f"seed{s}" for s in seeds}
