@@ -145,6 +145,26 @@ def test_compare_evaluates_with_its_options(monkeypatch: pytest.MonkeyPatch, run
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
 
 
+
+def test_compare_evaluates_in_float32_unless_amp_is_asked(monkeypatch: pytest.MonkeyPatch, run_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """The default precision (bfloat16 training on an AMX CPU) never reaches the reported numbers."""
+    seen: dict = {}
+
+    def fake_evaluate(model: torch.nn.Module, loader: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(compare_run, "evaluate", fake_evaluate)
+    settings = CompareSettings(methods=("cam",), ckpts={"cam": run_dir / "best.pt"}, out=tmp_path / "c",
+                               device="cpu")
+    assert settings.amp is None
+    with pytest.raises(Stop):
+        run_compare(settings)
+    with seen["autocast"]():
+        assert not torch.is_autocast_enabled("cpu")
+
+
 # 9. config keys, eval's split, the stored threshold, resuming into AMP
 
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from saolctl.cli.app import app
 from saolctl.data import DigitsConfig
 from saolctl.engine.eval_run import EvalSettings, run_eval
-from saolctl.engine.device import autocast_factory, compile_model
+from saolctl.engine.device import autocast_factory, compile_model, precision_name, resolve_amp
 from saolctl.engine.train import TrainConfig, train
 from saolctl.errors import UserError
 
@@ -109,3 +109,31 @@ def test_cli_flags_reach_the_run_config(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert saved["amp"] and saved["channels_last"] and not saved["compile"]
+
+
+def test_training_precision_defaults_to_bfloat16_only_on_a_cpu_with_amx() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_amp(None, cpu, has_amx=lambda: True) is True
+    assert resolve_amp(None, cpu, has_amx=lambda: False) is False
+    assert resolve_amp(None, cuda, has_amx=lambda: True) is False  # float16 on CUDA stays opt-in
+    assert resolve_amp(False, cpu, has_amx=lambda: True) is False  # --no-amp wins
+    assert resolve_amp(True, cpu, has_amx=lambda: False) is True
+    assert precision_name(cpu, True) == "bfloat16 autocast" and precision_name(cuda, True) == "float16 autocast"
+    assert precision_name(cuda, False) == "float32"
+
+
+def test_a_run_records_the_precision_it_trained_in(tmp_path: Path) -> None:
+    result = train(one_step(tmp_path / "r", method="cam", amp=False))
+    saved = json.loads((result.out / "config.json").read_text())
+    assert saved["precision"] == "float32" and saved["train"]["amp"] is False
+
+
+def test_no_amp_flag_reaches_the_run(tmp_path: Path) -> None:
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("[digits]\nimage_size = 32\ntrain_size = 16\nval_size = 16\ntest_size = 16\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(cfg), "--method", "cam", "--device", "cpu",
+                                      "--epochs", "1", "--batch-size", "16", "--img-size", "32", "--no-amp",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["amp"] is False and saved["precision"] == "float32"

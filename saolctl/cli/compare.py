@@ -41,7 +41,7 @@ def compare_command(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch for methods trained here (default: recipe); evaluation batch (default 128)."),
-    amp: bool = typer.Option(False, "--amp", help="Mixed precision in training and evaluation (bfloat16 on CPU, float16 on CUDA)."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision in training and evaluation (bfloat16 on CPU, float16 on CUDA); default: training only, on a CPU with AMX."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Model and inputs in channels-last memory format (default: on CPU only, where oneDNN's convolutions are faster in it)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: 0 for the embedded digits, else one per core up to 8)."),
     thresholds_step: float = typer.Option(0.001, "--thresholds-step", help="Step of the CAM thresholds."),

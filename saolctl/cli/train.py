@@ -31,7 +31,7 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    amp: bool = typer.Option(False, "--amp", help="Mixed precision (bfloat16 on CPU, float16 with a gradient scaler on CUDA)."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bfloat16 on CPU, float16 with a gradient scaler on CUDA); default: on for a CPU with AMX, else off."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Model and inputs in channels-last memory format (default: on CPU only, where oneDNN's convolutions are faster in it)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model for training (CPU needs a C++ compiler)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: 0 for the embedded digits, else one per core up to 8)."),

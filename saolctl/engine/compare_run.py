@@ -58,7 +58,7 @@ class CompareSettings:
     device: str = "auto"
     workers: int | None = None  # None: none for the in-memory digits, else one per core up to 8
     batch_size: int | None = None  # training batch (default: recipe); evaluation uses it too (default 128)
-    amp: bool = False
+    amp: bool | None = None  # training as TrainConfig.amp (None: on for a CPU with AMX); evaluation only if True
     channels_last: bool | None = None  # None: on CPU only
     threshold_step: float = 0.001
     grid_images: int = 6
@@ -128,7 +128,7 @@ def run_compare(
     runs: dict[str, LoadedRun] = {}
     seconds: dict[str, float] = {}
     workers = default_workers(settings.data) if settings.workers is None else settings.workers
-    autocast = autocast_factory(device, settings.amp)
+    autocast = autocast_factory(device, settings.amp is True)  # the reported numbers: float32 unless asked
     channels_last = wants_channels_last(settings.channels_last, device)
     for method, path in settings.ckpts.items():  # a bad checkpoint fails before anything is trained or written
         runs[method] = load_run(Path(path), device)

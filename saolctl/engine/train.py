@@ -29,7 +29,8 @@ from saolctl.engine.checkpoint import (
     remove_stale_temps,
 )
 from saolctl.engine.device import (
-    autocast_factory, compile_model, is_compile_error, make_scaler, resolve_device, wants_channels_last,
+    autocast_factory, compile_model, is_compile_error, make_scaler, precision_name, resolve_amp, resolve_device,
+    wants_channels_last,
 )
 from saolctl.engine.distributed import (
     DistContext, all_gather_objects, all_reduce_sum, barrier, broadcast_buffers, cleanup, eval_sampler,
@@ -105,15 +106,20 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
                          seed=config.seed + ctx.rank, sampler=sampler, drop_last=n_local > recipe.batch_size)
     val_loader = make_loader(val_ds, recipe.batch_size, shuffle=False, workers=workers, seed=config.seed,
                              sampler=eval_sampler(len(val_ds), ctx, recipe.batch_size))
-    stepper = make_stepper(recipe, net, len(loader), make_scaler(device, config.amp))
-    autocast = autocast_factory(device, config.amp)
+    amp = resolve_amp(config.amp, device)
+    stepper = make_stepper(recipe, net, len(loader), make_scaler(device, amp))
+    autocast = autocast_factory(device, amp)
+    if amp and config.amp is None:
+        reporter.message(f"training in {precision_name(device, amp)}: the default on a CPU with AMX "
+                         "(--no-amp for float32)")
 
     coverage = class_coverage_warning(train_ds.class_names, train_ds.labels, val_ds.labels)
     if coverage:
         reporter.message(coverage)
     kept = best_checkpoints(val_ds.has_boxes)  # file name -> validation metric it is chosen on
     run_config = {"train": plain_values(asdict(config)), "recipe": recipe.to_dict(), "model": model_cfg.to_dict(),
-                  "class_names": train_ds.class_names, "device": str(device), "world_size": ctx.world_size,
+                  "class_names": train_ds.class_names, "device": str(device),
+                  "precision": precision_name(device, amp), "world_size": ctx.world_size,
                   "workers": workers, "best_checkpoints": kept, "warnings": [coverage] if coverage else []}
     last_path = out / "last.pt"
     resumed = load_checkpoint(last_path) if config.resume else None  # before anything is written

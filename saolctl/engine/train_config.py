@@ -33,7 +33,7 @@ class TrainConfig:
     init: str | None = None
     seed: int = 0
     device: str = "auto"
-    amp: bool = False
+    amp: bool | None = None  # mixed precision; None: on for a CPU with AMX (bfloat16), off elsewhere
     channels_last: bool | None = None  # weights and inputs in torch.channels_last; None: on CPU only
     compile: bool = False  # torch.compile the training forward (evaluation stays eager)
     workers: int | None = None  # None: none for the in-memory digits, else one per core up to 8
