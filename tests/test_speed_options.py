@@ -137,3 +137,23 @@ def test_no_amp_flag_reaches_the_run(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["train"]["amp"] is False and saved["precision"] == "float32"
+
+
+@pytest.mark.parametrize("asked,validates_in_autocast", [(None, False), (True, True)])
+def test_validation_runs_in_float32_unless_amp_is_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         asked: bool | None, validates_in_autocast: bool) -> None:
+    import saolctl.engine.train as train_module
+
+    monkeypatch.setattr(train_module, "resolve_amp", lambda amp, device: True if amp is None else amp)  # AMX
+    seen: list[bool] = []
+    real_validate = train_module.validate
+
+    def spy(*args: Any, autocast: Any, **kwargs: Any) -> Any:
+        with autocast():
+            seen.append(torch.is_autocast_enabled("cpu"))
+        return real_validate(*args, autocast=autocast, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", spy)
+    result = train(one_step(tmp_path, "cam", amp=asked))
+    assert json.loads((result.out / "config.json").read_text())["precision"] == "bfloat16 autocast"
+    assert seen == [validates_in_autocast]

@@ -109,6 +109,8 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
     amp = resolve_amp(config.amp, device)
     stepper = make_stepper(recipe, net, len(loader), make_scaler(device, amp))
     autocast = autocast_factory(device, amp)
+    # validation (best.pt, the kept threshold) in float32 unless --amp was asked: as `eval` and `compare` compute
+    val_autocast = autocast_factory(device, config.amp is True)
     if amp and config.amp is None:
         reporter.message(f"training in {precision_name(device, amp)}: the default on a CPU with AMX "
                          "(--no-amp for float32)")
@@ -153,7 +155,7 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
                               compiled=config.compile, last_path=last_path)
         broadcast_buffers(net, ctx)  # rank 0's BatchNorm statistics everywhere: what the checkpoint holds
         row.update(validate(net, val_loader, val_ds.class_names, has_boxes=val_ds.has_boxes, device=device,
-                            threshold_step=config.threshold_step, autocast=autocast,
+                            threshold_step=config.threshold_step, autocast=val_autocast,
                             channels_last=channels_last, ctx=ctx))
         history.append(row)
         metrics = row
