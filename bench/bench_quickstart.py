@@ -3,6 +3,7 @@ against a baseline revision run side by side on the same machine, with where the
 
 Usage:
     python bench/bench_quickstart.py [--baseline 68403a9] [--rounds 1] [--out runs/quickstart-bench] [--seed 0]
+        [--tree-args '--no-amp']
 
 Each round runs the real command (`python -m saolctl compare ...` in a fresh subprocess, nothing warm) once
 for the baseline revision (checked out with `git worktree` into a temporary folder and put first on
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,12 +32,12 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("training ", "evaluating ")
 
 
-def run_once(tree: Path, out: Path, seed: int) -> tuple[float, list[tuple[str, float]]]:
+def run_once(tree: Path, out: Path, seed: int, extra: list[str]) -> tuple[float, list[tuple[str, float]]]:
     """Run the quickstart command of a source tree; return its wall time and (stage, seconds) pairs."""
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "saolctl", "compare", "--methods", "cam,abn,saol", "--out", str(out),
-           "--seed", str(seed)]
+           "--seed", str(seed), *extra]
     marks: list[tuple[str, float]] = [("start-up (imports, data)", 0.0)]
     t0 = time.perf_counter()
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -88,6 +90,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("runs/quickstart-bench"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tree-args", default="", help="extra compare options for this tree only, e.g. '--no-amp'")
     args = ap.parse_args()
     trees = {"this tree": REPO}
     base_tree = checkout(args.baseline) if args.baseline else None
@@ -100,7 +103,8 @@ def main() -> None:
         for r in range(args.rounds):
             for name, tree in trees.items():
                 out = (args.out / name.replace(" ", "-")).resolve()
-                wall, stages = run_once(tree, out, args.seed)
+                extra = shlex.split(args.tree_args) if tree == REPO else []
+                wall, stages = run_once(tree, out, args.seed, extra)
                 walls[name].append(wall)
                 tables[name] = pd.Series(dict(stages)).add(tables.get(name, 0.0), fill_value=0.0)
                 print(f"round {r + 1}: {name}: {wall:.1f} s", flush=True)

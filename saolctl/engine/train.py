@@ -112,7 +112,7 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
     # validation (best.pt, the kept threshold) in float32 unless --amp was asked: as `eval` and `compare` compute
     val_autocast = autocast_factory(device, config.amp is True)
     if amp and config.amp is None:
-        reporter.message(f"training in {precision_name(device, amp)}: the default on a CPU with AMX "
+        reporter.message(f"{precision_name(device, amp)} for training: the default on a CPU with AMX "
                          "(--no-amp for float32)")
 
     coverage = class_coverage_warning(train_ds.class_names, train_ds.labels, val_ds.labels)
