@@ -3,7 +3,7 @@ against a baseline revision run side by side on the same machine, with where the
 
 Usage:
     python bench/bench_quickstart.py [--baseline 68403a9] [--rounds 1] [--out runs/quickstart-bench] [--seed 0]
-        [--tree-args '--no-amp']
+        [--tree-args=--no-amp]  # '=' because the value starts with '--'
 
 Each round runs the real command (`python -m saolctl compare ...` in a fresh subprocess, nothing warm) once
 for the baseline revision (checked out with `git worktree` into a temporary folder and put first on
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("runs/quickstart-bench"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tree-args", default="", help="extra compare options for this tree only, e.g. '--no-amp'")
+    ap.add_argument("--tree-args", default="", help="extra compare options for this tree only, e.g. --tree-args=--no-amp")
     args = ap.parse_args()
     trees = {"this tree": REPO}
     base_tree = checkout(args.baseline) if args.baseline else None
