@@ -145,7 +145,6 @@ def test_compare_evaluates_with_its_options(monkeypatch: pytest.MonkeyPatch, run
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
 
 
-
 def test_compare_evaluates_in_float32_unless_amp_is_asked(monkeypatch: pytest.MonkeyPatch, run_dir: Path,
                                                           tmp_path: Path) -> None:
     """The default precision (bfloat16 training on an AMX CPU) never reaches the reported numbers."""

@@ -23,7 +23,7 @@ from saolctl.data.loader import usable_cores
 from saolctl.engine.eval_run import EvalSettings, LoadedRun, load_run, open_eval_dataset
 from saolctl.engine.map_scoring import MapScorer
 from saolctl.engine.evaluate import evaluate, summarize
-from saolctl.engine.device import autocast_factory, resolve_device, wants_channels_last
+from saolctl.engine.device import evaluation_autocast, resolve_device, wants_channels_last
 from saolctl.engine.reporting import Reporter
 from saolctl.engine.train import TrainConfig, TrainResult, train
 from saolctl.engine.validation import check_int, check_model_options, check_output_dir, check_unit_interval
@@ -128,7 +128,7 @@ def run_compare(
     runs: dict[str, LoadedRun] = {}
     seconds: dict[str, float] = {}
     workers = default_workers(settings.data) if settings.workers is None else settings.workers
-    autocast = autocast_factory(device, settings.amp is True)  # the reported numbers: float32 unless asked
+    autocast = evaluation_autocast(device, settings.amp)
     channels_last = wants_channels_last(settings.channels_last, device)
     for method, path in settings.ckpts.items():  # a bad checkpoint fails before anything is trained or written
         runs[method] = load_run(Path(path), device)

@@ -37,8 +37,9 @@ def cpu_has_amx() -> bool:
 def resolve_amp(asked: bool | None, device: torch.device, has_amx: Callable[[], bool] = cpu_has_amx) -> bool:
     """Return whether a training run uses mixed precision: as asked, else on for a CPU with AMX, off elsewhere.
 
-    On AMX, bfloat16 autocast trains the digits recipe about 1.6x faster than float32 at the same accuracy
-    (docs/benchmarks.md); without it, bfloat16 is emulated and slower, and CUDA's float16 stays opt-in.
+    On AMX, bfloat16 autocast trains the digits recipe about 1.6x faster per step than float32, with 3-seed
+    top-1 within the seed spread (docs/benchmarks.md, docs/saol-localization.md); without AMX, bfloat16 is
+    emulated and slower, and CUDA's float16 stays opt-in.
     """
     if asked is not None:
         return bool(asked)
@@ -58,6 +59,11 @@ def autocast_factory(device: torch.device, enabled: bool) -> Callable[[], Any]:
         return contextlib.nullcontext
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def evaluation_autocast(device: torch.device, asked: bool | None) -> Callable[[], Any]:
+    """Return the autocast of evaluations whose numbers are reported or kept: float32 unless --amp was given."""
+    return autocast_factory(device, asked is True)
 
 
 def make_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:

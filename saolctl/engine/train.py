@@ -29,8 +29,8 @@ from saolctl.engine.checkpoint import (
     remove_stale_temps,
 )
 from saolctl.engine.device import (
-    autocast_factory, compile_model, is_compile_error, make_scaler, precision_name, resolve_amp, resolve_device,
-    wants_channels_last,
+    autocast_factory, compile_model, evaluation_autocast, is_compile_error, make_scaler, precision_name, resolve_amp,
+    resolve_device, wants_channels_last,
 )
 from saolctl.engine.distributed import (
     DistContext, all_gather_objects, all_reduce_sum, barrier, broadcast_buffers, cleanup, eval_sampler,
@@ -109,8 +109,7 @@ def _train(config: TrainConfig, recipe: Recipe, reporter: Reporter, ctx: DistCon
     amp = resolve_amp(config.amp, device)
     stepper = make_stepper(recipe, net, len(loader), make_scaler(device, amp))
     autocast = autocast_factory(device, amp)
-    # validation (best.pt, the kept threshold) in float32 unless --amp was asked: as `eval` and `compare` compute
-    val_autocast = autocast_factory(device, config.amp is True)
+    val_autocast = evaluation_autocast(device, config.amp)  # picks best.pt and the kept threshold, as `eval` does
     if amp and config.amp is None:
         reporter.message(f"{precision_name(device, amp)} for training: the default on a CPU with AMX "
                          "(--no-amp for float32)")
